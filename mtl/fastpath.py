@@ -1,0 +1,194 @@
+"""The fast inference path of ``ClassNSeg.predict(precision="auto")``.
+
+What makes it fast, and why each step is sound:
+
+- **No reconstruction branch**: it only serves training.
+- **BatchNorm folded into the convolution before it** (eval mode: BN is an affine map per channel), so each
+  layer is one convolution with a bias plus ReLU.
+- **Subnormal weights flushed to zero.** The authors' released weights hold >100k subnormal floats (dead
+  channels whose running variance collapsed to ~1e-45 leave tiny weights behind). Arithmetic on subnormals takes
+  a slow microcode path on x86 CPUs and made every convolution several times slower. A subnormal weight is below
+  1.2e-38 in magnitude, so its contribution to any activation is below float32's resolution: zeroing it changes no
+  output bit that matters, and it is done once on a private copy of the weights (no global FTZ/DAZ flags set).
+- **Transposed convolutions rewritten as ordinary ones** (oneDNN's deconvolution is several times slower than
+  its convolution, 5.7 vs 0.5 ms for the segmenter's last 256x256 layer here): a stride-1 transposed conv is
+  a conv with the kernel flipped and its in/out axes swapped; a stride-2 one (k3, pad 1, output_padding 1) is
+  a 2x2 conv producing the four output phases, then a pixel shuffle (the "sub-pixel" identity). Both are exact
+  up to float rounding.
+- **Channels-last memory format and bf16 autocast** where the CPU has native bf16 (AVX512-BF16 / AMX; oneDNN
+  kernels), fp32 elsewhere. For the paper's encoder the first five layers (256 to 64 px) stay in fp32: rounding
+  the input and the early high-resolution features to bf16's 8-bit mantissa was what moved mask edges (mask IoU
+  with fp32 0.968 on the authors' fake crop with all-bf16, 0.995 with this split, for ~0.3 ms more; measured by
+  bench/bench_model.py). Activations and calibration are computed in fp32 from the latent.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders import ClassNSegEncoder
+from .model import gate_latent, half_activations
+
+FP32_PREFIX_LAYERS = 15  # modules of ClassNSegEncoder.layers kept in fp32: conv+bn+relu x 5
+
+_TINY = torch.finfo(torch.float32).tiny  # smallest normal float32
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # older builds without the op
+        return False
+
+
+def _fold_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """A copy of ``conv`` whose output equals ``bn(conv(x))`` in eval mode."""
+    fused = copy.deepcopy(conv)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    weight = conv.weight
+    if isinstance(conv, nn.ConvTranspose2d):  # weight: in x out/groups x k x k
+        if conv.groups != 1:
+            raise NotImplementedError("grouped transposed convolutions are not folded")
+        weight = weight * scale[None, :, None, None]
+    else:  # weight: out x in/groups x k x k
+        weight = weight * scale[:, None, None, None]
+    fused.weight = nn.Parameter(weight.detach().clone())
+    fused.bias = nn.Parameter(((bias - bn.running_mean) * scale + bn.bias).detach().clone())
+    return fused
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a convolution inside an ``nn.Sequential`` (in place)."""
+    for child in module.children():
+        fold_batchnorm(child)
+    if isinstance(module, nn.Sequential):
+        children = list(module)
+        for i in range(len(children) - 1):
+            conv, bn = children[i], children[i + 1]
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+                module[i] = _fold_bn(conv, bn)
+                module[i + 1] = nn.Identity()
+    return module
+
+
+class SubPixelConv(nn.Module):
+    """Exact replacement of ``ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)``.
+
+    Along one axis output ``2m`` takes ``w[1]*x[m]`` and output ``2m+1`` takes ``w[2]*x[m] + w[0]*x[m+1]``; a 2x2
+    convolution over the input (zero-padded right and bottom) computes the four phases, a pixel shuffle
+    interleaves them.
+    """
+
+    _TAP = {(0, 0): 1, (0, 1): None, (1, 0): 2, (1, 1): 0}  # (output phase, input offset) -> kernel tap
+
+    def __init__(self, deconv: nn.ConvTranspose2d):
+        super().__init__()
+        w = deconv.weight.detach()  # in x out x 3 x 3
+        cin, cout = w.shape[:2]
+        phases = torch.zeros(cout, 2, 2, cin, 2, 2, dtype=w.dtype)
+        for a in (0, 1):
+            for b in (0, 1):
+                for di in (0, 1):
+                    for dj in (0, 1):
+                        ki, kj = self._TAP[(a, di)], self._TAP[(b, dj)]
+                        if ki is not None and kj is not None:
+                            phases[:, a, b, :, di, dj] = w[:, :, ki, kj].t()
+        self.conv = nn.Conv2d(cin, cout * 4, 2, bias=deconv.bias is not None)
+        self.conv.weight = nn.Parameter(phases.reshape(cout * 4, cin, 2, 2))
+        if deconv.bias is not None:
+            self.conv.bias = nn.Parameter(deconv.bias.detach().repeat_interleave(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(F.pad(x, (0, 1, 0, 1))), 2)
+
+
+def _deconv_as_conv(deconv: nn.ConvTranspose2d) -> nn.Module | None:
+    geometry = (deconv.kernel_size, deconv.padding, deconv.groups, deconv.dilation)
+    if geometry != ((3, 3), (1, 1), 1, (1, 1)):
+        return None
+    if deconv.stride == (1, 1) and deconv.output_padding == (0, 0):
+        conv = nn.Conv2d(deconv.in_channels, deconv.out_channels, 3, padding=1, bias=deconv.bias is not None)
+        conv.weight = nn.Parameter(deconv.weight.detach().flip(2, 3).transpose(0, 1).contiguous())
+        if deconv.bias is not None:
+            conv.bias = nn.Parameter(deconv.bias.detach().clone())
+        return conv
+    if deconv.stride == (2, 2) and deconv.output_padding == (1, 1):
+        return SubPixelConv(deconv)
+    return None
+
+
+def rewrite_transposed_convs(module: nn.Module) -> nn.Module:
+    """Replace, in place, every ConvTranspose2d of the paper's geometries inside ``nn.Sequential`` containers."""
+    for child in module.children():
+        rewrite_transposed_convs(child)
+    if isinstance(module, nn.Sequential):
+        for i, layer in enumerate(list(module)):
+            if isinstance(layer, nn.ConvTranspose2d):
+                replacement = _deconv_as_conv(layer)
+                if replacement is not None:
+                    module[i] = replacement
+    return module
+
+
+def flush_subnormal_weights(module: nn.Module) -> int:
+    """Zero every parameter and buffer entry smaller in magnitude than the smallest normal float32."""
+    flushed = 0
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.is_floating_point():
+                tiny = (tensor.abs() < _TINY) & (tensor != 0)
+                flushed += int(tiny.sum())
+                tensor[tiny] = 0.0
+    return flushed
+
+
+def _prepare(module: nn.Module | None) -> nn.Module | None:
+    if module is None:
+        return None
+    module = rewrite_transposed_convs(fold_batchnorm(copy.deepcopy(module).eval()))
+    flush_subnormal_weights(module)
+    for layer in module.modules():
+        if isinstance(layer, nn.ReLU):
+            layer.inplace = True  # saves an allocation and a pass over memory per layer
+    return module.to(memory_format=torch.channels_last).requires_grad_(False)
+
+
+class FastNetwork:
+    """A folded, inference-only copy of a ClassNSeg (a plain object so it never enters the state dict)."""
+
+    def __init__(self, model):
+        self.model = model
+        encoder = _prepare(model.encoder)
+        if isinstance(model.encoder, ClassNSegEncoder):
+            self.encoder_fp32 = encoder.layers[:FP32_PREFIX_LAYERS]
+            self.encoder = encoder.layers[FP32_PREFIX_LAYERS:]
+        else:
+            self.encoder_fp32, self.encoder = nn.Identity(), encoder
+        self.trunk = _prepare(model.decoder.shared)
+        self.segmenter = _prepare(model.decoder.segmenter)
+        self.method_head = _prepare(model.method_head)
+
+    def run(self, x: torch.Tensor, precision: str = "auto"):
+        use_bf16 = precision == "bf16" or (precision == "auto" and x.device.type == "cpu" and cpu_has_bf16())
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        x = self.encoder_fp32(x.float().contiguous(memory_format=torch.channels_last))
+        with autocast:
+            latent = self.encoder(x)
+            activations = half_activations(latent)
+            p_fake = self.model.calibrate(activations)
+            is_fake = p_fake > self.model.threshold
+            logits = self.segmenter(self.trunk(gate_latent(latent, (~is_fake).long())))
+            method_logits = self.method_head(latent) if self.method_head is not None else None
+        # softmax over two channels, channel 1 = manipulated
+        mask = torch.sigmoid(logits[:, 1].float() - logits[:, 0].float())
+        return latent, activations, p_fake, is_fake, mask, method_logits
+
+
+def fast_network(model) -> FastNetwork:
+    return FastNetwork(model)

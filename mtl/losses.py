@@ -1,0 +1,79 @@
+"""The paper's losses, plus a method (manipulation family) term.
+
+total = activation + gamma * (segmentation + reconstruction) + method_weight * method
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import ModelOutput
+
+
+def activation_loss(activations: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """|a_real - y| + |a_fake - (1 - y)|, averaged over the batch (y = 1 for real faces).
+
+    Pushes the true half's mean activation to 1 and the other half's to 0.
+    """
+    y = labels.float()
+    per_face = (activations[:, 1] - y).abs() + (activations[:, 0] - (1.0 - y)).abs()
+    return per_face.mean()
+
+
+def segmentation_loss(seg_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise cross-entropy on the 2-channel mask (target 1 = manipulated).
+
+    The authors apply ``nn.CrossEntropyLoss`` to *softmax outputs* (their segmenter ends in a Softmax); we feed
+    logits, the standard and better-conditioned form of the same objective.
+    """
+    return F.cross_entropy(seg_logits.float(), masks.long())
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE between the reconstruction (tanh output) and the normalised input, as the authors do."""
+    return F.mse_loss(reconstruction.float(), target.float())
+
+
+def method_loss(method_logits: torch.Tensor, methods: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the manipulation family, over fakes with a known family (``method >= 0``)."""
+    known = methods >= 0
+    if not bool(known.any()):
+        return method_logits.sum() * 0.0
+    return F.cross_entropy(method_logits[known].float(), methods[known].long())
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    activation: torch.Tensor
+    segmentation: torch.Tensor
+    reconstruction: torch.Tensor
+    method: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+def multitask_loss(
+    out: ModelOutput,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    methods: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    method_weight: float = 0.5,
+) -> LossTerms:
+    act = activation_loss(out.activations, labels)
+    seg = segmentation_loss(out.seg_logits, masks)
+    zero = act * 0.0
+    rec = reconstruction_loss(out.reconstruction, inputs) if out.reconstruction is not None else zero
+    meth = (
+        method_loss(out.method_logits, methods)
+        if out.method_logits is not None and methods is not None
+        else zero
+    )
+    total = act + gamma * (seg + rec) + method_weight * meth
+    return LossTerms(total, act, seg, rec, meth)

@@ -1,0 +1,255 @@
+"""ClassNSeg: the multi-task network of Nguyen et al. (BTAS 2019).
+
+An encoder maps a face to a latent whose channels are split in two halves: channels ``0..C/2-1`` are the
+"fake" half, ``C/2..C-1`` the "real" half (the authors' folders sort ``altered`` (0) before ``original`` (1)).
+The activation of a half is the mean absolute value of its channels; the stronger half decides the verdict.
+Only the winning half (the other zeroed) goes to the Y-shaped decoder: a shared trunk, then a segmentation
+branch (2 channels: pristine / manipulated) and a reconstruction branch (3 channels, tanh) used in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .constants import FAMILIES
+from .encoders import build_encoder, paper_init
+
+REAL, FAKE = 1, 0  # class indices, as the paper's ImageFolder assigns them
+
+
+def _deconv_bn_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.ConvTranspose2d(cin, cout, 3, stride=stride, padding=1, output_padding=stride - 1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+    ]
+
+
+def _branch(out_channels: int) -> list[nn.Module]:
+    """One arm of the Y: two x2 upsamplings, ending in a plain transposed conv (no BN, no activation)."""
+    return [
+        *_deconv_bn_relu(32, 16, 1),
+        *_deconv_bn_relu(16, 16, 2),
+        *_deconv_bn_relu(16, 8, 1),
+        *_deconv_bn_relu(8, 8, 2),
+        nn.ConvTranspose2d(8, out_channels, 3, stride=1, padding=1),
+    ]
+
+
+class YDecoder(nn.Module):
+    """The paper's Y-shaped decoder: 16x16 latent -> 256x256 segmentation logits and reconstruction."""
+
+    def __init__(self, latent_channels: int = 128):
+        super().__init__()
+        self.shared = nn.Sequential(
+            *_deconv_bn_relu(latent_channels, 64, 1),
+            *_deconv_bn_relu(64, 64, 2),
+            *_deconv_bn_relu(64, 32, 1),
+            *_deconv_bn_relu(32, 32, 2),
+        )
+        self.segmenter = nn.Sequential(*_branch(2))  # logits; the authors apply softmax inside the net
+        self.reconstructor = nn.Sequential(*_branch(3), nn.Tanh())
+        self.apply(paper_init)
+
+    def forward(self, latent: torch.Tensor, reconstruct: bool = True):
+        trunk = self.shared(latent)
+        seg_logits = self.segmenter(trunk)
+        reconstruction = self.reconstructor(trunk) if reconstruct else None
+        return seg_logits, reconstruction
+
+
+@dataclass
+class ModelOutput:
+    """What a training forward pass returns (everything differentiable)."""
+
+    latent: torch.Tensor  # B x C x h x w
+    activations: torch.Tensor  # B x 2: (fake half, real half)
+    seg_logits: torch.Tensor  # B x 2 x H x W, channel 1 = manipulated
+    reconstruction: torch.Tensor | None  # B x 3 x H x W in [-1, 1]
+    method_logits: torch.Tensor | None  # B x len(FAMILIES)
+
+
+@dataclass
+class Prediction:
+    """What ``ClassNSeg.predict`` returns (no gradients, on the CPU)."""
+
+    p_fake: torch.Tensor  # (B,) calibrated probability that the face is manipulated
+    is_fake: torch.Tensor  # (B,) bool, p_fake > threshold
+    activations: torch.Tensor  # (B, 2) mean |latent| of the fake and the real half (uncalibrated, as in the paper)
+    mask: torch.Tensor  # (B, H, W) probability that each pixel is manipulated, decoded from the winning half
+    method_probs: torch.Tensor | None  # (B, len(FAMILIES)) or None without a method head
+
+    def __len__(self) -> int:
+        return int(self.p_fake.shape[0])
+
+
+def half_activations(latent: torch.Tensor) -> torch.Tensor:
+    """Mean absolute activation of the fake half and the real half: B x 2 (fp32 whatever the input)."""
+    b, c = latent.shape[:2]
+    halves = latent.float().reshape(b, 2, c // 2, -1)
+    return halves.abs().mean(dim=(2, 3))
+
+
+def gate_latent(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Zero the half not named by ``keep`` (B, values REAL=1 or FAKE=0), as the paper does before decoding."""
+    b, c, h, w = latent.shape
+    onehot = F.one_hot(keep.long(), 2).to(latent.dtype)  # B x 2: column 0 keeps the fake half
+    return (latent.reshape(b, 2, c // 2, h, w) * onehot[:, :, None, None, None]).reshape(b, c, h, w)
+
+
+class ClassNSeg(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="mtl",
+    repo_url="https://arxiv.org/abs/1906.06876",
+    paper_url="https://arxiv.org/abs/1906.06876",
+    tags=["face-forensics", "deepfake-detection", "image-segmentation"],
+):
+    """The multi-task detector and segmenter. Constructor arguments are the checkpoint's ``config.json``.
+
+    ``calibration_scale`` and ``calibration_bias`` map the activation difference to a probability:
+    ``p_fake = sigmoid(scale * (a_fake - a_real) + bias)``. The identity (1, 0) is exactly the paper's softmax
+    over the two activations, which squeezes probabilities into about 0.27-0.73; a trained checkpoint stores a
+    map fitted on its validation split. A face is judged fake when ``p_fake > threshold``; with the identity map
+    and threshold 0.5 that is the paper's rule (the fake half strictly stronger; ties are real).
+    """
+
+    def __init__(
+        self,
+        encoder: str = "classnseg",
+        latent_channels: int = 128,
+        method_head: bool = False,
+        calibration_scale: float = 1.0,
+        calibration_bias: float = 0.0,
+        threshold: float = 0.5,
+        pretrained: bool = False,
+        name: str = "classnseg",
+        description: str = "",
+    ):
+        super().__init__()
+        if latent_channels % 2:
+            raise ValueError("latent_channels must be even: the latent is split into two halves")
+        self.encoder_name = encoder
+        self.latent_channels = latent_channels
+        self.calibration_scale = float(calibration_scale)
+        self.calibration_bias = float(calibration_bias)
+        self.threshold = float(threshold)
+        self.name = name
+        self.description = description
+        self.encoder = build_encoder(encoder, latent_channels, pretrained=pretrained)
+        self.decoder = YDecoder(latent_channels)
+        self.method_head = (
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(latent_channels, 128),
+                nn.ReLU(),
+                nn.Dropout(0.2),
+                nn.Linear(128, len(FAMILIES)),
+            )
+            if method_head
+            else None
+        )
+        self._fast = None  # the folded inference network (a plain object, not a submodule), built on first use
+
+    # -- configuration -------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        return {
+            "encoder": self.encoder_name,
+            "latent_channels": self.latent_channels,
+            "method_head": self.method_head is not None,
+            "calibration_scale": self.calibration_scale,
+            "calibration_bias": self.calibration_bias,
+            "threshold": self.threshold,
+            "name": self.name,
+            "description": self.description,
+        }
+
+    def set_calibration(self, scale: float, bias: float, threshold: float | None = None) -> None:
+        self.calibration_scale, self.calibration_bias = float(scale), float(bias)
+        if threshold is not None:
+            self.threshold = float(threshold)
+
+    def _save_pretrained(self, save_directory) -> None:
+        """Weights as safetensors and the *current* config (the mixin would write the constructor's arguments,
+        missing a calibration fitted after construction)."""
+        import json
+
+        from safetensors.torch import save_model
+
+        save_model(self, str(save_directory / "model.safetensors"))
+        (save_directory / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
+                         map_location="cpu", strict=True, **model_kwargs):
+        """Safetensors only (never unpickles), strict key matching so renamed weights fail loudly."""
+        from .hub import resolve_weights
+
+        from safetensors.torch import load_model
+
+        model = cls(**model_kwargs)
+        weights = resolve_weights(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                  local_files_only=local_files_only, token=token)
+        load_model(model, weights, strict=True, device=map_location)
+        return model.eval()
+
+    def calibrate(self, activations: torch.Tensor) -> torch.Tensor:
+        """p_fake from the (B, 2) activations."""
+        margin = activations[:, 0] - activations[:, 1]
+        return torch.sigmoid(self.calibration_scale * margin + self.calibration_bias)
+
+    # -- training / reference forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None, reconstruct: bool = True) -> ModelOutput:
+        """Full network. ``gate`` (B,) names the half to decode (REAL=1 / FAKE=0); in training pass the true label.
+
+        Without ``gate`` the stronger half is decoded, as the authors do at test time.
+        """
+        latent = self.encoder(x)
+        activations = half_activations(latent)
+        if gate is None:
+            gate = (activations[:, 1] >= activations[:, 0]).long()  # the paper: real when a_real >= a_fake
+        seg_logits, reconstruction = self.decoder(gate_latent(latent, gate), reconstruct=reconstruct)
+        method_logits = self.method_head(latent) if self.method_head is not None else None
+        return ModelOutput(latent, activations, seg_logits, reconstruction, method_logits)
+
+    def train(self, mode: bool = True):
+        self._fast = None  # weights may change: rebuild the folded network on next use
+        return super().train(mode)
+
+    # -- inference -----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, precision: str = "auto") -> Prediction:
+        """Verdicts, calibrated probabilities and masks for a batch of normalised 256x256 faces.
+
+        ``precision="fp32"`` runs the exact network (eval mode, float32); ``"auto"`` the fast path of
+        ``mtl.fastpath`` (BatchNorm folded, no reconstruction branch, channels-last, bf16 where the CPU has it).
+        """
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a Bx3xHxW batch, got shape {tuple(x.shape)}")
+        if self.training:
+            self.eval()
+        if precision == "fp32":
+            latent = self.encoder(x.float())
+            activations = half_activations(latent)
+            p_fake = self.calibrate(activations)
+            is_fake = p_fake > self.threshold
+            seg_logits, _ = self.decoder(gate_latent(latent, (~is_fake).long()), reconstruct=False)
+            mask = torch.softmax(seg_logits.float(), dim=1)[:, 1]
+            method_logits = self.method_head(latent) if self.method_head is not None else None
+        else:
+            from .fastpath import fast_network
+
+            if self._fast is None:
+                self._fast = fast_network(self)
+            latent, activations, p_fake, is_fake, mask, method_logits = self._fast.run(x, precision)
+        method_probs = torch.softmax(method_logits.float(), dim=1) if method_logits is not None else None
+        return Prediction(p_fake.float(), is_fake, activations.float(), mask.float(), method_probs)
