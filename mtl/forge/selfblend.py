@@ -1,0 +1,40 @@
+"""Self-blended images (Shiohara & Yamasaki, CVPR 2022): the face blended onto itself.
+
+The source is the same photo with a colour shift, a frequency change (blur, sharpening or resampling) and a slight
+affine shift. Nothing about identity or expression changes, so the only evidence left is what every blend leaves:
+the boundary, and colour/texture statistics that differ inside it. That is the cue that generalises across methods.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtl.forge import blend
+
+# region shapes and how often to draw them: mostly whole-face masks, sometimes a part (retouched mouth, eyes)
+MASK_KINDS = ["hull", "inner", "ellipse", "center", "lower", "mouth", "eyes", "nose"]
+MASK_WEIGHTS = [3, 3, 2, 1, 1, 1, 1, 0.5]
+
+
+def make_source(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    scale = blend.face_scale(landmarks)
+    source = rgb
+    # SBI applies at least one of colour or frequency change, otherwise source == target and there is no forgery
+    do_colour, do_freq = rng.random() < 0.7, rng.random() < 0.6
+    if not (do_colour or do_freq):
+        do_colour = True
+    if do_colour:
+        source = blend.jitter_colour(source, rng, amount=rng.uniform(0.5, 1.2))
+    if do_freq:
+        source = blend.jitter_frequency(source, rng, scale)
+    if rng.random() < 0.7:
+        m = blend.random_affine(landmarks.mean(0), scale, rng, amount=rng.uniform(0.3, 1.0))
+        source = blend.warp_image(source, m, rgb.shape)
+    return source
+
+
+def forge_selfblend(rgb, landmarks, rng, donor=None, donor_landmarks=None):
+    """Returns (manipulated frame, alpha)."""
+    source = make_source(rgb, landmarks, rng)
+    alpha = blend.blend_mask(rgb.shape, landmarks, rng, MASK_KINDS, MASK_WEIGHTS)
+    return blend.alpha_blend(source, rgb, alpha), alpha
