@@ -47,8 +47,9 @@ def fill_polygon(shape: tuple[int, int], points: np.ndarray, hull: bool = True) 
 
 
 def _ellipse(shape, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    (cx, cy), (w, h), angle = cv2.fitEllipse(points.astype(np.float32))
-    w, h = w * rng.uniform(0.8, 1.0), h * rng.uniform(0.8, 1.0)
+    """An ellipse inscribed in the points' minimum-area rectangle (follows the face's tilt), randomly a bit smaller."""
+    (cx, cy), (w, h), angle = cv2.minAreaRect(points.astype(np.float32))
+    w, h = w * rng.uniform(0.9, 1.05), h * rng.uniform(0.9, 1.05)
     m = np.zeros(shape[:2], np.uint8)
     cv2.ellipse(m, ((cx, cy), (w, h), angle), 1, -1)
     return m.astype(np.float32)
@@ -175,17 +176,22 @@ def jitter_colour(rgb: np.ndarray, rng: np.random.Generator, amount: float = 1.0
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def jitter_frequency(rgb: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
-    """Blur, sharpen or down-and-up resample: the frequency mismatch a re-rendered face leaves."""
+def jitter_frequency(rgb: np.ndarray, rng: np.random.Generator, scale: float, mild: bool = False) -> np.ndarray:
+    """Blur, sharpen or down-and-up resample: the frequency mismatch a re-rendered face leaves.
+
+    ``mild`` keeps the change small enough that the face does not look out of focus (for families whose main cue is
+    something else, such as a changed expression).
+    """
     choice = rng.integers(3)
     if choice == 0:
-        return cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.4, 1.2) * max(scale / 40, 0.5))
+        sigma = rng.uniform(0.3, 0.7) if mild else rng.uniform(0.4, 1.2) * max(scale / 40, 0.5)
+        return cv2.GaussianBlur(rgb, (0, 0), sigma)
     if choice == 1:
         blur = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.8, 2.0))
-        amount = rng.uniform(0.3, 1.0)
+        amount = rng.uniform(0.2, 0.5) if mild else rng.uniform(0.3, 1.0)
         return cv2.addWeighted(rgb, 1 + amount, blur, -amount, 0)
     h, w = rgb.shape[:2]
-    f = rng.uniform(0.4, 0.8)
+    f = rng.uniform(0.65, 0.9) if mild else rng.uniform(0.4, 0.8)
     small = cv2.resize(rgb, (max(int(w * f), 1), max(int(h * f), 1)), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 

@@ -62,5 +62,6 @@ def forge_deepfake(rgb, landmarks, rng, donor=None, donor_landmarks=None):
         source = blend.transfer_colour(source, rgb, region, strength=rng.uniform(0.7, 1.0))
     source = rerender(source, landmarks, rng)
     source = shift_colour(source, rng)
-    alpha = blend.blend_mask(rgb.shape, landmarks, rng, MASK_KINDS, MASK_WEIGHTS, erode=(-0.35, -0.05), peak=(0.9, 1.0))
+    alpha = blend.blend_mask(rgb.shape, landmarks, rng, MASK_KINDS, MASK_WEIGHTS, 
+                             erode=(-0.2, 0.0), peak=(0.9, 1.0))
     return blend.alpha_blend(source, rgb, alpha), alpha

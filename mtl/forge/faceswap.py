@@ -40,10 +40,11 @@ def forge_faceswap(rgb, landmarks, rng, donor=None, donor_landmarks=None):
         donor, donor_landmarks = mirrored(rgb, landmarks)
     source, _ = fit_donor(rgb, landmarks, donor, donor_landmarks, rng)
     region = blend.region_mask(rgb.shape, landmarks, "inner", rng)
-    source = blend.transfer_colour(source, rgb, region, strength=rng.uniform(0.8, 1.0))
+    source = blend.transfer_colour(source, rgb, region, strength=rng.uniform(0.85, 1.0))
     if rng.random() < 0.3:
-        source = blend.jitter_frequency(source, rng, blend.face_scale(landmarks))
-    alpha = blend.blend_mask(rgb.shape, landmarks, rng, MASK_KINDS, MASK_WEIGHTS, erode=(-0.3, 0.0), peak=(0.95, 1.0))
+        source = blend.jitter_frequency(source, rng, blend.face_scale(landmarks), mild=True)
+    alpha = blend.blend_mask(rgb.shape, landmarks, rng, MASK_KINDS, MASK_WEIGHTS, 
+                             erode=(-0.25, 0.0), peak=(0.95, 1.0))
     return blend.alpha_blend(source, rgb, alpha), alpha
 
 

@@ -2,13 +2,12 @@
 
 Face2Face and NeuralTextures keep the identity and re-render the face interior with another expression: mouth opened
 or closed, a smile, eyes and brows moved. Here a thin-plate spline driven by face-mesh landmarks moves the jaw, lips,
-mouth corners, eyelids and brows while the face outline and nose stay pinned; a newly opened mouth gets a dark
-interior; the re-rendered face is slightly smoothed, and it is blended back over the face interior.
+mouth corners, eyelids and brows while the face outline and nose stay pinned (a warp cannot draw a mouth interior, so
+mouths open only slightly); the re-rendered face is slightly smoothed, and it is blended back over the face interior.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from mtl.forge import blend
@@ -20,8 +19,8 @@ CHIN = {152: 1.0, 148: 0.9, 377: 0.9, 176: 0.8, 400: 0.8, 149: 0.6, 378: 0.6, 15
 PINNED = [p for p in blend.FACE_OVAL if p not in CHIN] + [1, 4, 6, 168, 197, 195, 98, 327]
 
 
-def _move_expression(lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int], bool, set[str]]:
-    """Target landmark positions for a new expression; returns (moved, moved indices, mouth opened, parts moved)."""
+def _move_expression(lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int], set[str]]:
+    """Target landmark positions for a new expression; returns (moved, moved indices, parts moved)."""
     s = blend.face_scale(lm)
     moved = lm.copy()
     # direction "down the face" (the face may be tilted)
@@ -33,13 +32,13 @@ def _move_expression(lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     choices = rng.random(4) < np.array([0.7, 0.5, 0.4, 0.4])
     if not choices.any():
         choices[0] = True
-    opened = False
-    if choices[0]:  # jaw: open or close the mouth
-        if gap > 0.15 * s and rng.random() < 0.5:
-            delta = -rng.uniform(0.5, 0.9) * gap
+    if choices[0]:  # jaw: open a closed mouth a little, or close an open one part way
+        # opening an already open mouth would stretch the teeth, so only closed mouths open
+        if gap > 0.08 * s and (gap > 0.15 * s or rng.random() < 0.5):
+            delta = -rng.uniform(0.25, 0.55) * gap  # further and the teeth fold into a dark seam
         else:
-            delta = rng.uniform(0.06, 0.22) * s
-            opened = delta > 0.1 * s and gap < 0.08 * s
+            # a warp cannot draw a mouth interior, so a closed mouth only parts slightly
+            delta = rng.uniform(0.03, 0.1) * s if gap <= 0.08 * s else rng.uniform(0.02, 0.05) * s
         for i in LOWER_LIP:
             moved[i] += down * delta
         for i, wgt in CHIN.items():
@@ -66,41 +65,17 @@ def _move_expression(lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
         parts.add("eyes")
     idx = sorted(set(LOWER_LIP + UPPER_LIP + list(CORNERS) + list(CHIN) + blend.UPPER_EYELIDS + blend.LOWER_EYELIDS
                      + blend.LEFT_BROW + blend.RIGHT_BROW + [33, 133, 362, 263]))
-    return moved, idx, opened, parts
-
-
-def _paint_mouth_interior(rgb: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A newly opened mouth shows its dark interior (and a hint of teeth), not stretched lip."""
-    inner = blend.fill_polygon(rgb.shape, lm[blend.LIPS_INNER], hull=False)
-    if inner.sum() < 4:
-        return rgb
-    lips = blend.fill_polygon(rgb.shape, lm[blend.LIPS_OUTER], hull=False) > 0
-    base = rgb[lips].mean(0) if lips.any() else np.array([120, 60, 60])
-    dark = np.clip(base * rng.uniform(0.15, 0.35), 0, 255)
-    interior = np.empty_like(rgb, dtype=np.float32)
-    interior[:] = dark
-    if rng.random() < 0.5:  # upper teeth: a pale band under the upper lip
-        teeth = np.zeros(rgb.shape[:2], np.float32)
-        top = lm[blend.LIPS_INNER]
-        upper = top[np.argsort(top[:, 1])[: len(top) // 2]]
-        height = max(1, int(0.3 * (lm[14, 1] - lm[13, 1])))
-        cv2.fillPoly(teeth, [np.round(np.concatenate([upper, upper[::-1] + [0, height]])).astype(np.int32)], 1)
-        colour = np.array([200, 190, 175], np.float32) * rng.uniform(0.7, 1.0)
-        interior = interior * (1 - teeth[..., None]) + colour * teeth[..., None]
-    a = cv2.GaussianBlur(inner, (0, 0), max(0.6, 0.04 * blend.face_scale(lm)))[..., None]
-    return np.clip(rgb * (1 - a) + interior * a, 0, 255).astype(np.uint8)
+    return moved, idx, parts
 
 
 def forge_reenact(rgb, landmarks, rng, donor=None, donor_landmarks=None):
     """Returns (manipulated frame, alpha)."""
-    moved, idx, opened, parts = _move_expression(landmarks, rng)
+    moved, idx, parts = _move_expression(landmarks, rng)
     src_pts = np.concatenate([landmarks[idx], landmarks[PINNED]])
     dst_pts = np.concatenate([moved[idx], landmarks[PINNED]])
     source = blend.tps_warp(rgb, src_pts, dst_pts)
-    if opened:
-        source = _paint_mouth_interior(source, moved, rng)
     if rng.random() < 0.6:  # the re-rendered face is a little smoother or sharper than the frame
-        source = blend.jitter_frequency(source, rng, blend.face_scale(landmarks))
+        source = blend.jitter_frequency(source, rng, blend.face_scale(landmarks), mild=True)
     if rng.random() < 0.5:
         source = blend.jitter_colour(source, rng, amount=0.3)
     # the blend must cover everything the warp moved: take the region on both the old and the new landmarks
