@@ -71,7 +71,11 @@ def load_model(spec: str | os.PathLike | None = None, device: str = "cpu"):
         RevisionNotFoundError,
     )
 
+    from huggingface_hub import hf_hub_download
+
     try:
+        # the config first and explicitly: the mixin would fall back to default arguments without one
+        hf_hub_download(repo_id=repo_id, filename=CONFIG_NAME, revision=revision)
         model = ClassNSeg.from_pretrained(repo_id, revision=revision, map_location=device)
     except RevisionNotFoundError as e:
         raise ModelLoadError(f"the Hub repository {repo_id!r} has no revision {revision!r}") from e
@@ -80,13 +84,20 @@ def load_model(spec: str | os.PathLike | None = None, device: str = "cpu"):
             f"no Hub repository {repo_id!r} (or it is private: log in with `hf auth login`); "
             f"to use a checkpoint on disk, pass its directory (with {CONFIG_NAME} and {WEIGHTS_NAME}) instead"
         ) from e
+    except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: the network, not the repository
+        raise _unreachable(spec, repo_id, e) from e
     except EntryNotFoundError as e:
         raise ModelLoadError(f"the Hub repository {repo_id!r} holds no {WEIGHTS_NAME} or {CONFIG_NAME}") from e
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        raise ModelLoadError(
-            f"could not download model {str(spec)!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            f"Without network, download it elsewhere (`hf download {repo_id}`) and pass the local directory "
-            f"instead, e.g. --model ./my-checkpoint"
-        ) from e
+    except (HfHubHTTPError, OSError) as e:
+        raise _unreachable(spec, repo_id, e) from e
     model.source = str(spec)
     return model.to(device)
+
+
+def _unreachable(spec, repo_id: str, e: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not download model {str(spec)!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
+        f"Without network, download it elsewhere (`hf download {repo_id}`) and pass the local directory "
+        f"instead, e.g. --model ./my-checkpoint"
+    )
+

@@ -90,8 +90,8 @@ class Prediction:
 
 def half_activations(latent: torch.Tensor) -> torch.Tensor:
     """Mean absolute activation of the fake half and the real half: B x 2 (fp32 whatever the input)."""
-    b, c = latent.shape[:2]
-    halves = latent.float().reshape(b, 2, c // 2, -1)
+    b, c, h, w = latent.shape
+    halves = latent.float().reshape(b, 2, c // 2, h * w)
     return halves.abs().mean(dim=(2, 3))
 
 

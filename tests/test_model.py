@@ -1,0 +1,213 @@
+"""The ClassNSeg network: shapes, the gating semantics, losses, save/load, timm backbones, the fast path."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from mtl import ClassNSeg, load_model
+from mtl.fastpath import SubPixelConv, fold_batchnorm, rewrite_transposed_convs
+from mtl.losses import activation_loss, multitask_loss, reconstruction_loss, segmentation_loss
+from mtl.model import FAKE, REAL, gate_latent, half_activations
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ClassNSeg().eval()
+
+
+def test_shapes_of_the_paper_network(model):
+    out = model(torch.randn(2, 3, 256, 256))
+    assert out.latent.shape == (2, 128, 16, 16)
+    assert out.activations.shape == (2, 2)
+    assert out.seg_logits.shape == (2, 2, 256, 256)
+    assert out.reconstruction.shape == (2, 3, 256, 256)
+    assert out.method_logits is None
+    assert float(out.reconstruction.detach().abs().max()) <= 1.0  # tanh
+
+
+def test_parameter_count_is_the_papers_small_network(model):
+    n = sum(p.numel() for p in model.parameters())
+    assert 200_000 < n < 400_000
+
+
+def test_first_half_is_fake_second_half_is_real():
+    latent = torch.zeros(1, 4, 2, 2)
+    latent[:, :2] = 3.0  # fake half strong
+    latent[:, 2:] = -1.0
+    act = half_activations(latent)
+    assert act.tolist() == [[3.0, 1.0]]
+    kept_real = gate_latent(latent, torch.tensor([REAL]))
+    assert (kept_real[:, :2] == 0).all() and (kept_real[:, 2:] == -1).all()
+    kept_fake = gate_latent(latent, torch.tensor([FAKE]))
+    assert (kept_fake[:, :2] == 3).all() and (kept_fake[:, 2:] == 0).all()
+
+
+class _FixedLatent(nn.Module):
+    """An encoder stand-in whose latent has a chosen strength per half (per sample)."""
+
+    def __init__(self, strengths):
+        super().__init__()
+        self.strengths = torch.tensor(strengths, dtype=torch.float32)  # B x 2 (fake, real)
+
+    def forward(self, x):
+        b = x.shape[0]
+        latent = torch.ones(b, 128, 16, 16)
+        latent[:, :64] *= self.strengths[:b, 0, None, None, None]
+        latent[:, 64:] *= self.strengths[:b, 1, None, None, None]
+        return latent
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_the_stronger_half_decides_and_alone_is_decoded(precision):
+    torch.manual_seed(0)
+    m = ClassNSeg().eval()
+    m.encoder = _FixedLatent([[0.9, 0.2], [0.1, 0.7], [0.5, 0.5]])
+    x = torch.zeros(3, 3, 256, 256)
+    pred = m.predict(x, precision=precision)
+    assert pred.is_fake.tolist() == [True, False, False]  # a tie is real, as in the authors' test code
+    expected = torch.sigmoid(torch.tensor([0.7, -0.6, 0.0]))  # identity calibration = the paper's softmax
+    assert torch.allclose(pred.p_fake, expected, atol=1e-4)
+    # the decoder saw only the winning half: decode by hand and compare
+    with torch.no_grad():
+        latent = m.encoder(x)
+        seg, _ = m.decoder(gate_latent(latent, torch.tensor([FAKE, REAL, REAL])), reconstruct=False)
+    tol = 1e-4 if precision == "fp32" else 0.05
+    assert torch.allclose(pred.mask, torch.softmax(seg, 1)[:, 1], atol=tol)
+
+
+def test_calibration_maps_the_margin():
+    m = ClassNSeg()
+    m.set_calibration(scale=10.0, bias=-1.0, threshold=0.8)
+    p = m.calibrate(torch.tensor([[0.6, 0.4], [0.4, 0.6]]))
+    assert torch.allclose(p, torch.sigmoid(torch.tensor([1.0, -3.0])))
+    assert m.config["threshold"] == 0.8
+
+
+def test_activation_loss_hand_computed():
+    act = torch.tensor([[0.2, 0.9], [0.5, 0.3]])  # (fake, real)
+    labels = torch.tensor([1, 0])  # real, fake
+    # real face: |0.9 - 1| + |0.2 - 0| = 0.3 ; fake face: |0.3 - 0| + |0.5 - 1| = 0.8 ; mean = 0.55
+    assert activation_loss(act, labels).item() == pytest.approx(0.55)
+
+
+def test_segmentation_and_reconstruction_losses_hand_computed():
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, 1, 0, 0] = 2.0  # pixel 0 says manipulated, pixel 1 undecided
+    target = torch.tensor([[[1, 0]]])
+    expected = (-torch.log_softmax(torch.tensor([0.0, 2.0]), 0)[1] + torch.log(torch.tensor(2.0))) / 2
+    assert segmentation_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert reconstruction_loss(torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)).item() == pytest.approx(1.0)
+
+
+def test_multitask_loss_combines_terms(model):
+    x = torch.randn(2, 3, 64, 64)
+    m = ClassNSeg(method_head=True)
+    labels = torch.tensor([1, 0])
+    out = m(x, gate=labels)
+    masks = torch.zeros(2, 64, 64, dtype=torch.long)
+    terms = multitask_loss(out, x, labels, masks, methods=torch.tensor([-1, 2]), gamma=0.5, method_weight=0.25)
+    expected = terms.activation + 0.5 * (terms.segmentation + terms.reconstruction) + 0.25 * terms.method
+    assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    terms.total.backward()
+    assert m.method_head[-1].weight.grad is not None
+
+
+def test_save_load_round_trip_keeps_weights_and_calibration(tmp_path):
+    torch.manual_seed(1)
+    m = ClassNSeg(method_head=True, name="tiny-test").eval()
+    m.set_calibration(4.0, 0.5, threshold=0.7)
+    m.save_pretrained(tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["calibration_scale"] == 4.0 and config["threshold"] == 0.7 and config["method_head"] is True
+    loaded = load_model(tmp_path / "ckpt")
+    x = torch.randn(2, 3, 256, 256)
+    a, b = m.predict(x, "fp32"), loaded.predict(x, "fp32")
+    assert torch.equal(a.p_fake, b.p_fake) and torch.equal(a.mask, b.mask)
+    assert torch.equal(a.method_probs, b.method_probs)
+
+
+def test_loading_is_strict_about_weight_names(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ClassNSeg().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["decoder.renamed.weight"] = state.pop("decoder.reconstructor.0.weight")
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(RuntimeError, match="renamed|reconstructor"):
+        load_model(tmp_path)
+
+
+def test_timm_backbone_forward_and_predict():
+    pytest.importorskip("timm")
+    m = ClassNSeg(encoder="timm/resnet18", latent_channels=64).eval()
+    x = torch.randn(2, 3, 256, 256)
+    out = m(x)
+    assert out.latent.shape == (2, 64, 16, 16)
+    assert out.seg_logits.shape == (2, 2, 256, 256)
+    exact, fast = m.predict(x, "fp32"), m.predict(x, "auto")
+    assert fast.mask.shape == (2, 256, 256)
+    assert torch.allclose(exact.activations, fast.activations, rtol=0.05, atol=1e-3)
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        ClassNSeg(encoder="nope")
+
+
+def test_fast_path_fp32_matches_the_exact_network():
+    torch.manual_seed(0)
+    m = ClassNSeg().eval()
+    for bn in m.modules():  # non-trivial BatchNorm statistics, so folding is really exercised
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.data.uniform_(-0.1, 0.1)
+    x = torch.randn(3, 3, 256, 256)
+    exact, fast = m.predict(x, "fp32"), m.predict(x, "auto")
+    from mtl.fastpath import FastNetwork
+
+    _, act, p, is_fake, mask, _ = FastNetwork(m).run(x, "fp32")
+    assert torch.allclose(act, exact.activations, rtol=1e-4, atol=1e-6)
+    assert torch.equal(is_fake, exact.is_fake)
+    assert torch.allclose(mask, exact.mask, atol=1e-4)
+    assert fast.p_fake.shape == (3,)
+
+
+def test_transposed_conv_rewrites_are_exact():
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        deconv = nn.ConvTranspose2d(6, 5, 3, stride=stride, padding=1, output_padding=stride - 1)
+        seq = rewrite_transposed_convs(nn.Sequential(deconv))
+        assert not isinstance(seq[0], nn.ConvTranspose2d)
+        assert isinstance(seq[0], SubPixelConv) == (stride == 2)
+        x = torch.randn(2, 6, 9, 7)
+        assert torch.allclose(seq(x), deconv(x), atol=1e-5)
+
+
+def test_batchnorm_folding_is_exact():
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    seq[1].running_mean.uniform_(-1, 1)
+    seq[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 3, 8, 8)
+    expected = seq(x)
+    import copy
+
+    folded = fold_batchnorm(copy.deepcopy(seq))
+    assert isinstance(folded[1], nn.Identity)
+    assert torch.allclose(folded(x), expected, atol=1e-5)
+
+
+def test_predict_rejects_bad_shapes_and_precisions(model):
+    with pytest.raises(ValueError, match="Bx3xHxW"):
+        model.predict(torch.zeros(3, 256, 256))
+    with pytest.raises(ValueError, match="precision"):
+        model.predict(torch.zeros(1, 3, 256, 256), precision="fp8")
+
+
+def test_predict_handles_an_empty_batch(model):
+    pred = model.predict(torch.zeros(0, 3, 256, 256))
+    assert len(pred) == 0 and pred.mask.shape == (0, 256, 256)
