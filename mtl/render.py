@@ -89,7 +89,7 @@ def draw_boxes(rgb: np.ndarray, labels: list[BoxLabel], inplace: bool = False) -
     base = max(h, w)
     for lab in labels:
         colour = verdict_colour(lab.fake)
-        thick = max(1, round(base / (300 if lab.fake else 600)))
+        thick = max(2 if lab.fake else 1, round(base / (300 if lab.fake else 600)))
         x0, y0, x1, y1 = (int(round(v)) for v in lab.box)
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick, cv2.LINE_AA)
         if not lab.text:

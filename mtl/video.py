@@ -118,26 +118,54 @@ def iter_frames(path: str | os.PathLike, every: int = 1, decode_all: bool = Fals
         s = _video_stream(c, name)
         s.thread_type = "AUTO"  # frame threads inside FFmpeg
         t0 = None
-        try:
-            for frame in c.decode(s):
-                t = float(frame.time) if frame.time is not None else n / _fps(s)
-                if t0 is None:
-                    t0 = t
-                want = n % every == 0
-                if want or decode_all:
-                    yield DecodedFrame(n, max(0.0, t - t0), frame.to_ndarray(format="rgb24"), want)
-                n += 1
-        except av.FFmpegError as e:
+        broken: list[str] = []
+        for frame in _decode(c, s, broken):
+            t = float(frame.time) if frame.time is not None else n / _fps(s)
+            if t0 is None:
+                t0 = t
+            want = n % every == 0
+            if want or decode_all:
+                yield DecodedFrame(n, max(0.0, t - t0), frame.to_ndarray(format="rgb24"), want)
+            n += 1
+        if broken:
             if n == 0:
-                raise InputError(f"{name}: no frame could be decoded ({_ffmpeg_reason(e)}); "
-                                 "the file is truncated or corrupt") from e
+                raise InputError(f"{name}: no frame could be decoded ({broken[0]}); the file is truncated or corrupt")
             if warnings is not None:
-                warnings.append(f"the video breaks off after frame {n} ({_ffmpeg_reason(e)}); "
-                                "it may be truncated, the rest was not analysed")
+                warnings.append(f"the video breaks off after frame {n} ({broken[0]}); it may be truncated, the rest "
+                                "was not analysed")
         if n == 0:
             raise InputError(f"{name}: the video has no decodable frame (truncated or empty)")
+        listed = int(s.frames or 0)
+        if not broken and warnings is not None and listed and n < listed - max(2, listed // 100):
+            warnings.append(f"the video breaks off after frame {n} of the {listed} its header lists; it may be "
+                            "truncated")
     finally:
         c.close()
+
+
+def _decode(c, s, broken: list[str]) -> Iterator[av.VideoFrame]:
+    """Decode a video stream, stopping at the first unreadable packet but still flushing the frames the decoder
+    holds (with frame threading it holds several), so a clip that breaks off keeps everything before the break."""
+    packets = c.demux(s)
+    while True:
+        try:
+            pkt = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as e:
+            broken.append(_ffmpeg_reason(e))
+            break
+        try:
+            yield from s.decode(pkt)
+        except av.FFmpegError as e:
+            broken.append(_ffmpeg_reason(e))
+            break
+    else:  # pragma: no cover - while True only leaves through break
+        pass
+    try:
+        yield from s.codec_context.decode(None)
+    except av.FFmpegError:
+        pass
 
 
 def prefetch(it: Iterator, maxsize: int = 4) -> Iterator:
