@@ -144,3 +144,56 @@ def test_pair_authors_full_matches_golden():
         expected_acc = ((golden[f"full_{truth}_seg1"] > 0.5) == (mask > 0)).mean()
         assert rows[truth]["seg_acc"] == pytest.approx(expected_acc, abs=1e-3)
     assert rows["fake"]["iou"] > 0.5
+
+
+# --- calibration --------------------------------------------------------------------------------------------------
+def test_calibration_recovers_known_logistic_map():
+    from train.calibrate import fit_calibration
+
+    rng = np.random.default_rng(1)
+    n = 20000
+    margin = rng.normal(0.2, 0.5, n)
+    is_fake = rng.random(n) < 1 / (1 + np.exp(-(4.0 * margin - 1.0)))
+    a_real = rng.random(n) + 0.5
+    acts = np.stack([a_real + margin, a_real], axis=1)
+    scale, bias, threshold, report = fit_calibration(acts, np.where(is_fake, 0, 1), target_fpr=0.05)
+    assert scale == pytest.approx(4.0, abs=0.25) and bias == pytest.approx(-1.0, abs=0.1)
+    assert report["fit"]["converged"]
+    # the threshold: at most 5% of these reals flagged, and not far below
+    assert 0.04 <= report["after"]["fpr"] <= 0.05
+    # the model applies it in float32: the stored threshold must give the same FPR there
+    from mtl.model import ClassNSeg
+
+    m = ClassNSeg()
+    m.set_calibration(scale, bias, threshold)
+    p_real = m.calibrate(torch.tensor(acts[~is_fake], dtype=torch.float32))
+    assert float((p_real > m.threshold).float().mean()) == pytest.approx(report["after"]["fpr"])
+    assert report["after"]["brier"] < report["before"]["brier"] and report["after"]["ece"] < 0.02
+
+
+def test_calibration_separable_stays_finite():
+    from train.calibrate import fit_calibration
+
+    acts = np.array([[0.1, 1.0], [0.2, 0.9], [1.0, 0.1], [0.9, 0.2]])
+    scale, bias, threshold, report = fit_calibration(acts, [1, 1, 0, 0], target_fpr=0.0)
+    assert np.isfinite(scale) and scale > 0 and np.isfinite(bias)
+    assert report["after"]["fpr"] == 0.0 and report["after"]["tpr"] == 1.0
+
+
+def test_calibrate_cli_writes_config(tiny, tmp_path):
+    from mtl import load_model
+    from train import calibrate
+
+    root, _ = tiny
+    out = tmp_path / "calibrated"
+    # the tiny manifest has no val split: calibrate on its test split
+    assert calibrate.main(["--data", str(root), "--split", "test", "--model", str(root / "ckpt"), "--out", str(out),
+                           "--target-fpr", "0.34"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    rep = json.loads((out / "calibration.json").read_text())
+    assert cfg["calibration_scale"] == rep["scale"] and cfg["threshold"] == rep["threshold"]
+    m = load_model(out)
+    assert m.threshold == rep["threshold"]
+    r = E.evaluate(m, E.open_split(root, "test"))
+    assert r["overall"]["fpr"] == pytest.approx(rep["after"]["fpr"])  # the reloaded model reproduces the fit's FPR
+    assert r["overall"]["fpr"] <= 0.34
