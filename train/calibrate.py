@@ -49,7 +49,7 @@ def platt_fit(margin, y_fake, l2: float = 1e-3, max_iter: int = 200, tol: float 
     m = np.asarray(margin, dtype=np.float64).reshape(-1)
     y = np.asarray(y_fake, dtype=np.float64).reshape(-1)
     mu, sd = m.mean(), m.std()
-    sd = sd if sd > 0 else 1.0
+    sd = max(sd, 1e-4)  # near-constant margins (an untrained net): a huge slope would only fit float32 noise
     x = np.stack([(m - mu) / sd, np.ones_like(m)], axis=1)  # N x 2
     reg = np.array([l2, 0.0])
 
