@@ -10,7 +10,9 @@ this file only lays it out. Named API endpoints: ``/analyze_image`` and ``/analy
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -26,27 +28,30 @@ from mtl.video import VideoWriter, probe
 MAX_VIDEO_SECONDS = float(os.environ.get("MTL_MAX_VIDEO_SECONDS", "120"))
 MAX_FILE_SIZE = os.environ.get("MTL_MAX_FILE_SIZE", "200mb")
 DISPLAY_SIDE = 1600  # the annotated photo is shown at most this large (the analysis runs at full size)
-WORK_DIR = Path(tempfile.mkdtemp(prefix="mtl-app-"))
+WORK_DIR = Path(tempfile.mkdtemp(prefix="mtl-app-"))  # examples and annotated clips; removed at exit
+atexit.register(shutil.rmtree, WORK_DIR, ignore_errors=True)
 
 
 # --- handlers ------------------------------------------------------------------------------------------------------
-class UploadImage(gr.Image):
-    """gr.Image whose unreadable uploads (a text file named .jpg, a truncated or gigantic file) get the pipeline's
-    clear message instead of a stack trace; the frontend is the stock image component."""
+def with_clear_errors(image: gr.Image) -> gr.Image:
+    """Give an image input the pipeline's clear message for unreadable uploads (a text file named .jpg, a truncated or
+    gigantic file) instead of a stack trace. (Wrapping the instance, not subclassing: a gr.Image subclass makes
+    Gradio write a .pyi stub beside this file.)"""
+    original = image.preprocess
 
-    def get_block_name(self) -> str:
-        return "image"
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return original(payload)
         except Exception as e:
             path = getattr(payload, "path", None)
             try:
                 load_image(path)
             except InputError as ie:
-                raise gr.Error(str(ie), title="Cannot read this image") from e
+                raise gr.Error(str(ie), title="Cannot read this image", print_exception=False) from e
             raise gr.Error(f"Cannot read this image ({type(e).__name__}: {e})", title="Cannot read this image") from e
+
+    image.preprocess = preprocess
+    return image
 
 
 def _shrink(rgb: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -72,7 +77,7 @@ def run_image(image):
     try:
         r = analyze_image(image)
     except InputError as e:
-        raise gr.Error(str(e), title="Cannot analyse this image")
+        raise gr.Error(str(e), title="Cannot analyse this image", print_exception=False)
     if r.verdict == "no_face":
         text = "### No face found\nThe detector found no face in this image, so there is nothing to judge."
         if r.notes:
@@ -116,7 +121,7 @@ def run_video(video, every=1, progress=gr.Progress()):
         v = analyze_video(video, every=max(1, int(every or 1)), out_path=out, max_duration=MAX_VIDEO_SECONDS,
                           progress=lambda f, d: progress(f, desc=d))
     except InputError as e:
-        raise gr.Error(str(e), title="Cannot analyse this video")
+        raise gr.Error(str(e), title="Cannot analyse this video", print_exception=False)
     import pandas as pd
 
     rows = [(f.t, f.p_fake) for f in v.frames if f.p_fake is not None]
@@ -233,8 +238,8 @@ with gr.Blocks(title="Manipulated face detector (ClassNSeg)", delete_cache=(3600
     with gr.Tab("Image"):
         with gr.Row():
             with gr.Column():
-                image_in = UploadImage(label="Photo", type="filepath", image_mode=None,
-                                       sources=["upload", "clipboard", "webcam"], elem_id="image-input")
+                image_in = with_clear_errors(gr.Image(label="Photo", type="filepath", image_mode=None,
+                                                      sources=["upload", "clipboard", "webcam"], elem_id="image-input"))
                 image_btn = gr.Button("Analyse photo", variant="primary", elem_id="image-button")
                 gr.Examples(EXAMPLE_IMAGES, inputs=[image_in], label="Examples: the astronaut photo (real) and "
                             "manipulated versions of it")

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     for it in report["items"]:
         counts[it["verdict"]] = counts.get(it["verdict"], 0) + 1
-    print(f"{len(report['items'])} items: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    n = len(report["items"])
+    print(f"{n} item{'s' if n != 1 else ''}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
           + f" -> {Path(args.out) / 'report.json'}")
     return 1 if counts.get("error") else 0
 

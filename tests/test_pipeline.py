@@ -22,13 +22,6 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def astronaut():
-    import skimage.data
-
-    return skimage.data.astronaut()
-
-
-@pytest.fixture(scope="module")
 def always_fake(model):
     """The same network with its threshold below every probability: every face is judged manipulated, so the
     decoder runs on the fake half and the method guess is exercised end to end."""
