@@ -248,8 +248,8 @@ with gr.Blocks(title="Manipulated face detector (ClassNSeg)", delete_cache=(3600
                                      interactive=False, elem_id="image-output")
                 image_verdict = gr.Markdown(elem_id="image-verdict")
                 image_method = gr.Label(label="Method guess (faces judged manipulated only)", num_top_classes=4)
-        image_faces = gr.Gallery(label="Faces: what the model saw, and the region it highlighted", columns=4,
-                                 height="auto")
+        image_faces = gr.Gallery(label="Faces: what the model saw, and the region it highlighted", columns=6,
+                                 height=300, object_fit="contain")
         with gr.Accordion("Details", open=False):
             image_details = gr.JSON(label="Details")
     with gr.Tab("Video"):

@@ -212,7 +212,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
-                 audio_from: str | os.PathLike | None = None, crf: int = 23, preset: str = "veryfast",
+                 audio_from: str | os.PathLike | None = None, crf: int = 23, preset: str = "superfast",
                  warnings: list[str] | None = None):
         self.path = str(path)
         self.width, self.height = int(width) + int(width) % 2, int(height) + int(height) % 2  # yuv420p needs even

@@ -126,7 +126,8 @@ def test_astronaut_one_face(model, astronaut):
     assert r.mask.shape == astronaut.shape[:2] and r.mask.dtype == np.float32
     assert f.crop.shape == (256, 256, 3) and f.crop_mask.shape == (256, 256)
     if not f.is_fake:
-        assert f.method is None and r.method is None
+        assert f.method is None and r.method is None and not r.mask.any()  # no region for a face judged real
+        assert np.array_equal(f.crop_overlay(), f.crop)
     assert r.summary == verdict_text(f.p_fake, f.is_fake)
     ann = r.annotated()
     assert ann.shape == astronaut.shape and not np.array_equal(ann, astronaut)  # the box at least
@@ -247,3 +248,28 @@ def test_boxes_use_distinct_colours_and_labels():
     assert (right == render.BLUE).all(axis=1).any() and not (right == render.VERMILLION).all(axis=1).any()
     assert ((out > 230).all(axis=2)[40:60, 20:150]).sum() > 20  # white label text above the left box
     assert render.mask_to_uint8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("square", [(120.0, 90.0, 150.0), (15.5, 180.2, 130.0), (290.0, 10.0, 90.0)])
+def test_frame_mask_matches_a_full_frame_paste(square):
+    """The pipeline pastes each mask into its square's box only; that must equal mtl.faces' full-frame paste,
+    also for squares that leave the frame."""
+    from mtl.faces import FaceBox, FaceCrop, paste_mask
+    from mtl.pipeline import FaceResult, _frame_mask
+
+    rng = np.random.default_rng(1)
+    crop_mask = rng.random((256, 256)).astype(np.float32)
+    cx, cy, side = square
+    box = (cx - side / 2.6, cy - side / 2.6, cx + side / 2.6, cy + side / 2.6)
+    face = FaceResult(box, 0.9, 0.9, True, (0.2, 0.1), None, np.zeros((256, 256, 3), np.uint8), crop_mask, square)
+    mask, region = _frame_mask([face], (200, 300))
+    full = paste_mask(crop_mask, FaceCrop(face.crop, FaceBox(*box), square), (200, 300))
+    # equal up to OpenCV's fixed-point sub-pixel rounding (1/32 px), which shows on this pixel-noise mask
+    assert np.abs(mask - full).max() < 0.05 and np.abs(mask - full).mean() < 1e-3
+    assert np.array_equal(mask > 0, full > 0)
+    x0, y0, x1, y1 = region
+    outside = mask.copy()
+    outside[y0:y1, x0:x1] = 0
+    assert not outside.any()
+    real = FaceResult(box, 0.9, 0.1, False, (0.1, 0.2), None, face.crop, crop_mask, square)
+    assert _frame_mask([real], (200, 300))[1] is None  # no region for a face judged real
