@@ -236,22 +236,31 @@ with gr.Blocks(title="Manipulated face detector (ClassNSeg)", delete_cache=(3600
     gr.Markdown("# Manipulated face detector\nDrop a photo or a clip: each face is judged real or manipulated, and "
                 "the regions the model thinks were changed are highlighted. Based on ClassNSeg (BTAS 2019).")
     with gr.Tab("Image"):
+        # Outputs are created first (unrendered) so that clicking an example can analyse it at once.
+        image_out = gr.Image(label="Highlighted regions and faces", type="numpy", format="png", interactive=False,
+                             elem_id="image-output", render=False)
+        image_verdict = gr.Markdown(elem_id="image-verdict", render=False)
+        image_method = gr.Label(label="Method guess (faces judged manipulated only)", num_top_classes=4,
+                                render=False)
+        image_faces = gr.Gallery(label="Faces: what the model saw, and the region it highlighted", columns=6,
+                                 height=300, object_fit="contain", fit_columns=False, render=False)
+        image_details = gr.JSON(label="Details", render=False)
+        image_outputs = [image_out, image_verdict, image_method, image_faces, image_details]
         with gr.Row():
             with gr.Column():
                 image_in = with_clear_errors(gr.Image(label="Photo", type="filepath", image_mode=None,
                                                       sources=["upload", "clipboard", "webcam"], elem_id="image-input"))
                 image_btn = gr.Button("Analyse photo", variant="primary", elem_id="image-button")
-                gr.Examples(EXAMPLE_IMAGES, inputs=[image_in], label="Examples: the astronaut photo (real) and "
-                            "manipulated versions of it")
+                gr.Examples(EXAMPLE_IMAGES, inputs=[image_in], outputs=image_outputs, fn=run_image,
+                            run_on_click=True, cache_examples=False, api_visibility="private",
+                            label="Examples: the astronaut photo (real) and manipulated versions of it")
             with gr.Column():
-                image_out = gr.Image(label="Highlighted regions and faces", type="numpy", format="png",
-                                     interactive=False, elem_id="image-output")
-                image_verdict = gr.Markdown(elem_id="image-verdict")
-                image_method = gr.Label(label="Method guess (faces judged manipulated only)", num_top_classes=4)
-        image_faces = gr.Gallery(label="Faces: what the model saw, and the region it highlighted", columns=6,
-                                 height=300, object_fit="contain")
+                image_out.render()
+                image_verdict.render()
+                image_method.render()
+        image_faces.render()
         with gr.Accordion("Details", open=False):
-            image_details = gr.JSON(label="Details")
+            image_details.render()
     with gr.Tab("Video"):
         with gr.Row():
             with gr.Column():
@@ -272,7 +281,6 @@ with gr.Blocks(title="Manipulated face detector (ClassNSeg)", delete_cache=(3600
     with gr.Tab("About"):
         about = gr.Markdown()
 
-    image_outputs = [image_out, image_verdict, image_method, image_faces, image_details]
     image_btn.click(run_image, inputs=[image_in], outputs=image_outputs, api_name="analyze_image",
                     concurrency_limit=2)
     image_in.upload(run_image, inputs=[image_in], outputs=image_outputs, api_visibility="private",
