@@ -181,9 +181,10 @@ class ClassNSeg(
         missing a calibration fitted after construction)."""
         import json
 
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file
 
-        save_model(self, str(save_directory / "model.safetensors"))
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}  # channels-last in training
+        save_file(weights, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
         (save_directory / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
 
     @classmethod

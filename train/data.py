@@ -1,0 +1,109 @@
+"""PyTorch datasets for training and evaluation.
+
+``ManifestDataset`` reads what ``train.build_dataset`` and ``train.prepare_ffpp`` write (``ROOT/manifest.csv`` with
+columns image,mask,label,method,person,split). ``ForgeDataset`` makes the same samples on the fly from a folder of
+real faces. Items are dicts:
+
+    image  float32 3x256x256, RGB in [0,1] normalised with ImageNet mean/std
+    mask   int64 256x256, 1 = manipulated (binarised at 0.5; zeros for reals)
+    label  int64, 1 = real, 0 = fake (the paper's class indices)
+    method int64, index in FAMILIES, -1 for reals or unknown families
+
+Training augmentation is applied identically to reals and fakes (and geometrically to the mask), so that no
+augmentation can become the label: horizontal flip, a small scale/shift of the crop, colour jitter, blur and a
+random JPEG re-compression (quality 60-95).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mtl.constants import FACE_SIZE, FAMILIES
+from mtl.preprocess import to_model_input
+
+_FAMILY_INDEX = {name: i for i, name in enumerate(FAMILIES)}
+
+
+def read_manifest(root: str | Path, split: str | None = None) -> list[dict]:
+    with open(Path(root) / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same random geometry for image and mask; photometric changes on the image only."""
+    size = rgb.shape[0]
+    if rng.random() < 0.5:
+        rgb, mask = rgb[:, ::-1], mask[:, ::-1]
+    scale = rng.uniform(0.92, 1.08)
+    shift = rng.uniform(-0.04, 0.04, 2) * size
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-5, 5), scale)
+    matrix[:, 2] += shift
+    rgb = cv2.warpAffine(np.ascontiguousarray(rgb), matrix, (size, size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT101)
+    mask = cv2.warpAffine(np.ascontiguousarray(mask), matrix, (size, size), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT)
+    img = rgb.astype(np.float32)
+    img = img * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20)  # contrast, brightness
+    grey = img.mean(axis=2, keepdims=True)
+    img = grey + (img - grey) * rng.uniform(0.7, 1.3)  # saturation
+    rgb = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.3, 1.2))
+    if rng.random() < 0.7:
+        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 96))])
+        rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return rgb, mask
+
+
+def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int) -> dict:
+    return {
+        "image": to_model_input([np.ascontiguousarray(rgb)])[0],
+        "mask": torch.from_numpy((mask >= 128).astype(np.int64)),
+        "label": torch.tensor(label, dtype=torch.int64),
+        "method": torch.tensor(method, dtype=torch.int64),
+    }
+
+
+class ManifestDataset(torch.utils.data.Dataset):
+    def __init__(self, root, split: str, augment: bool = False, seed: int = 0):
+        self.root = Path(root)
+        self.rows = read_manifest(self.root, split)
+        if not self.rows:
+            raise ValueError(f"{self.root / 'manifest.csv'} has no samples in split {split!r}")
+        self.augment = augment
+        self.seed = seed
+        self.epoch_rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _read(self, row: dict) -> tuple[np.ndarray, np.ndarray]:
+        bgr = cv2.imread(str(self.root / row["image"]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise OSError(f"cannot read {self.root / row['image']}")
+        rgb = bgr[:, :, ::-1]
+        if rgb.shape[:2] != (FACE_SIZE, FACE_SIZE):
+            rgb = cv2.resize(rgb, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+        if row["mask"]:
+            mask = cv2.imread(str(self.root / row["mask"]), cv2.IMREAD_GRAYSCALE)
+            if mask.shape != (FACE_SIZE, FACE_SIZE):
+                mask = cv2.resize(mask, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_NEAREST)
+        else:
+            mask = np.zeros((FACE_SIZE, FACE_SIZE), np.uint8)
+        return rgb, mask
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        rgb, mask = self._read(row)
+        if self.augment:
+            rng = np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
+            rgb, mask = augment_pair(rgb, mask, rng)
+        label = 1 if row["label"] == "real" else 0
+        method = _FAMILY_INDEX.get(row["method"], -1) if label == 0 else -1
+        return _item(rgb, mask, label, method)

@@ -1,0 +1,323 @@
+"""Train (or fine-tune) ClassNSeg with the paper's recipe.
+
+    python -m train.train --data OUT_OF_BUILD_DATASET --out runs/my-model [--epochs 20] [--encoder classnseg]
+    python -m train.train --faces DIR_OF_REAL_FACES --out runs/my-model      # forge fakes on the fly
+    torchrun --nproc_per_node 4 -m train.train --data ... --out ...          # several GPUs (DDP), same code path
+    python -m train.train --data SMALL_SET --init runs/my-model/best --out runs/finetuned --epochs 5 --lr 1e-4
+                                                                              # fine-tuning on a small set
+
+Recipe (paper): loss = activation + gamma * (segmentation + reconstruction) [+ method term when the method head
+is on]; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-7, weight decay 5e-4, batch 64; the decoder sees the half of the
+*true* label. On CPU the forward/backward runs under bf16 autocast with channels-last tensors where the CPU has
+bf16. Each epoch ends with a validation pass; ``OUT/best`` keeps the checkpoint with the best validation AUC,
+``OUT/last.pt`` the full training state for ``--resume``, ``OUT/log.csv`` and ``OUT/log.jsonl`` the history.
+After training, the probability calibration is fitted on the validation split and written into ``OUT/best``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from mtl.fastpath import cpu_has_bf16
+from mtl.losses import multitask_loss
+from mtl.model import ClassNSeg
+
+from . import metrics as M
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("data (at least one of --data / --faces)")
+    src.add_argument("--data", type=Path, action="append", default=[],
+                     help="dataset root with manifest.csv (train.build_dataset or train.prepare_ffpp); repeatable")
+    src.add_argument("--faces", type=Path, help="folder of real faces: forge training fakes on the fly")
+    src.add_argument("--val-data", type=Path, help="dataset root for validation (default: the val split of --data)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--encoder", default="classnseg", help="'classnseg' (the paper's) or 'timm/<name>'")
+    p.add_argument("--latent-channels", type=int, default=128)
+    p.add_argument("--method-head", action="store_true", help="also predict the manipulation family")
+    p.add_argument("--init", help="start from this checkpoint (dir or Hub id): fine-tuning")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0 = no limit)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--gamma", type=float, default=1.0, help="weight of segmentation + reconstruction")
+    p.add_argument("--method-weight", type=float, default=0.5)
+    p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the run")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--val-limit", type=int, default=0, help="validate on at most this many samples (0 = all)")
+    p.add_argument("--target-fpr", type=float, default=0.01, help="calibration: FPR on validation reals")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument("--name", default=None, help="model name stored in config.json (default: OUT's name)")
+    return p.parse_args(argv)
+
+
+# -- distributed -----------------------------------------------------------------------------------------------------
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) joins the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return dist.get_rank(), world, device
+    return 0, 1, device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    from .data import ManifestDataset
+
+    train_sets, val_sets = [], []
+    for root in args.data:
+        train_sets.append(ManifestDataset(root, "train", augment=not args.no_augment))
+        if args.val_data is None:
+            val_sets.append(ManifestDataset(root, "val"))
+    if args.faces is not None:
+        from .data import ForgeDataset
+
+        train_sets.append(ForgeDataset(args.faces, split="train", seed=args.seed, augment=not args.no_augment))
+        if args.val_data is None and not args.data:
+            val_sets.append(ForgeDataset(args.faces, split="val", seed=args.seed + 1))
+    if args.val_data is not None:
+        val_sets.append(ManifestDataset(args.val_data, "val"))
+    if not train_sets:
+        raise SystemExit("give training data: --data ROOT (a built dataset) and/or --faces DIR (real faces)")
+    train = train_sets[0] if len(train_sets) == 1 else ConcatDataset(train_sets)
+    val = val_sets[0] if len(val_sets) == 1 else ConcatDataset(val_sets)
+    return train, val
+
+
+def autocast_for(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and (device.type == "cuda" or cpu_has_bf16())
+    )
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+
+# -- validation ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: ClassNSeg, loader, device, autocast) -> dict:
+    """Activations, identity-calibrated scores and masks over the validation set -> the paper's metrics."""
+    model.eval()
+    acts, labels, methods, seg_acc, ious = [], [], [], [], []
+    for batch in loader:
+        x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = model(x, reconstruct=False)
+        pred_mask = (torch.softmax(out.seg_logits.float(), 1)[:, 1] > 0.5).cpu().numpy()
+        true_mask = batch["mask"].numpy() > 0
+        acts.append(out.activations.float().cpu().numpy())
+        labels.append(batch["label"].numpy())
+        methods.append(batch["method"].numpy())
+        seg_acc.append(M.pixel_accuracy_per_image(true_mask, pred_mask))
+        fake = batch["label"].numpy() == 0
+        if fake.any():
+            ious.append(M.mask_iou_per_image(true_mask[fake], pred_mask[fake]))
+    acts, labels = np.concatenate(acts), np.concatenate(labels)
+    is_fake = (labels == 0).astype(int)
+    margin = acts[:, 0] - acts[:, 1]
+    eer, _ = M.equal_error_rate(is_fake, margin)
+    result = {
+        "val_acc": M.accuracy(is_fake, (margin > 0).astype(int)),
+        "val_auc": M.roc_auc(is_fake, margin),
+        "val_eer": eer,
+        "val_seg_acc": float(np.concatenate(seg_acc).mean()),
+        "val_iou": float(np.concatenate(ious).mean()) if ious else float("nan"),
+        "val_n": int(len(labels)),
+    }
+    methods = np.concatenate(methods)
+    for i, family in enumerate(_families_present(methods)):
+        sel = (labels == 1) | (methods == family[1])
+        result[f"val_auc_{family[0]}"] = M.roc_auc(is_fake[sel], margin[sel])
+    model.train()
+    return result, acts, labels
+
+
+def _families_present(methods: np.ndarray):
+    from mtl.constants import FAMILIES
+
+    return [(name, i) for i, name in enumerate(FAMILIES) if (methods == i).any()]
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------------
+def save_state(path: Path, model, optimizer, scheduler, epoch: int, step: int, best: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "epoch": epoch, "step": step, "best": best, "config": model.config}, tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path, model, optimizer, scheduler) -> tuple[int, int, float]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler and state.get("scheduler"):
+        scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"], state["step"], state["best"]
+
+
+def build_model(args) -> ClassNSeg:
+    if args.init:
+        from mtl import load_model
+
+        model = load_model(args.init)
+        if args.method_head and model.method_head is None:
+            raise SystemExit("--method-head: the --init checkpoint has none; train it from scratch with the head")
+        return model
+    return ClassNSeg(encoder=args.encoder, latent_channels=args.latent_channels, method_head=args.method_head,
+                     name=args.name or args.out.name)
+
+
+# -- the loop --------------------------------------------------------------------------------------------------------
+def train(args) -> Path:
+    rank, world, device = setup_distributed()
+    main_process = rank == 0
+    seed_everything(args.seed + rank)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    train_set, val_set = build_datasets(args)
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
+                        pin_memory=device.type == "cuda")
+    if args.val_limit and len(val_set) > args.val_limit:
+        keep = np.random.default_rng(0).permutation(len(val_set))[: args.val_limit]
+        val_set = torch.utils.data.Subset(val_set, sorted(keep.tolist()))
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+
+    model = build_model(args).to(device).to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-7,
+                                 weight_decay=args.weight_decay)
+    steps_per_epoch = len(loader)
+    total = args.epochs * steps_per_epoch if not args.max_steps else min(args.max_steps, args.epochs * steps_per_epoch)
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+                 if args.cosine else None)
+    start_epoch, step, best = 0, 0, -1.0
+    if args.resume and (args.out / "last.pt").is_file():
+        start_epoch, step, best = load_state(args.out / "last.pt", model, optimizer, scheduler)
+        if main_process:
+            print(f"resumed from {args.out / 'last.pt'}: epoch {start_epoch}, step {step}, best val AUC {best:.4f}")
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+    autocast = autocast_for(device, args.precision)
+    log_fields = None
+
+    for epoch in range(start_epoch, args.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        seen, correct, t0 = 0, 0, time.time()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_process, dynamic_ncols=True)
+        for batch in bar:
+            x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            labels = batch["label"].to(device)
+            with autocast():
+                out = net(x, gate=labels)
+                terms = multitask_loss(out, x, labels, batch["mask"].to(device), batch["method"].to(device),
+                                       gamma=args.gamma, method_weight=args.method_weight)
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+            if scheduler:
+                scheduler.step()
+            step += 1
+            for k, v in terms.as_floats().items():
+                sums[k] = sums.get(k, 0.0) + v * len(labels)
+            pred_real = out.activations[:, 1] >= out.activations[:, 0]
+            correct += int((pred_real.long() == labels).sum())
+            seen += len(labels)
+            bar.set_postfix(loss=f"{sums['total'] / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if args.max_steps and step >= args.max_steps:
+                break
+        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+               "train_acc": correct / max(seen, 1), "seconds": round(time.time() - t0, 1),
+               **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+        if main_process:
+            metrics, _, _ = validate(model, val_loader, device, autocast)
+            row.update(metrics)
+            improved = metrics["val_auc"] > best
+            if improved:
+                best = metrics["val_auc"]
+                model.save_pretrained(args.out / "best")
+            save_state(args.out / "last.pt", model, optimizer, scheduler, epoch + 1, step, best)
+            log_fields = _log(args.out, row, log_fields)
+            print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+                  + (" | best" if improved else ""), flush=True)
+        if args.max_steps and step >= args.max_steps:
+            break
+
+    if main_process and (args.out / "best" / "model.safetensors").is_file():
+        _calibrate_best(args, val_loader, device, autocast)
+    if world > 1:
+        dist.destroy_process_group()
+    return args.out / "best"
+
+
+def _log(out: Path, row: dict, fields):
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    fields = fields or list(row)
+    new = not (out / "log.csv").exists()
+    with open(out / "log.csv", "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    return fields
+
+
+def _calibrate_best(args, val_loader, device, autocast) -> None:
+    """Fit the probability calibration of the best checkpoint on the validation split and store it."""
+    from mtl import load_model
+
+    from .calibrate import fit_calibration
+
+    best = load_model(args.out / "best").to(device)
+    _, acts, labels = validate(best, val_loader, device, autocast)
+    scale, bias, threshold, report = fit_calibration(acts, labels, target_fpr=args.target_fpr)
+    best.set_calibration(scale, bias, threshold)
+    best.eval().cpu().save_pretrained(args.out / "best")
+    (args.out / "calibration.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"calibration: scale {scale:.3f}, bias {bias:.3f}, threshold {threshold:.3f} -> {args.out / 'best'}")
+
+
+def main(argv=None) -> None:
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
