@@ -33,25 +33,37 @@ atexit.register(shutil.rmtree, WORK_DIR, ignore_errors=True)
 
 
 # --- handlers ------------------------------------------------------------------------------------------------------
-def with_clear_errors(image: gr.Image) -> gr.Image:
-    """Give an image input the pipeline's clear message for unreadable uploads (a text file named .jpg, a truncated or
-    gigantic file) instead of a stack trace. (Wrapping the instance, not subclassing: a gr.Image subclass makes
-    Gradio write a .pyi stub beside this file.)"""
-    original = image.preprocess
+def _define_upload_image():
+    """gr.Image whose unreadable uploads (a text file named .jpg, an empty, truncated or gigantic file) get the
+    pipeline's clear message instead of "Could not preprocess input component". A subclass, so that the copies
+    Gradio keeps per session (after an example fills the input, say) behave the same; Gradio writes a .pyi stub
+    beside the file that defines a component subclass, a development aid this app does not want, so it is switched
+    off while the class is made."""
+    import gradio.component_meta as component_meta
 
-    def preprocess(payload):
-        try:
-            return original(payload)
-        except Exception as e:
-            path = getattr(payload, "path", None)
-            try:
-                load_image(path)
-            except InputError as ie:
-                raise gr.Error(str(ie), title="Cannot read this image", print_exception=False) from e
-            raise gr.Error(f"Cannot read this image ({type(e).__name__}: {e})", title="Cannot read this image") from e
+    write_stub = component_meta.create_or_modify_pyi
+    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        class UploadImage(gr.Image):
+            def get_block_name(self) -> str:
+                return "image"  # the stock frontend
 
-    image.preprocess = preprocess
-    return image
+            def preprocess(self, payload):
+                try:
+                    return super().preprocess(payload)
+                except Exception as e:
+                    try:
+                        load_image(getattr(payload, "path", None))
+                    except InputError as ie:
+                        raise gr.Error(str(ie), title="Cannot read this image", print_exception=False) from e
+                    raise gr.Error(f"Cannot read this image ({type(e).__name__}: {e})",
+                                   title="Cannot read this image", print_exception=False) from e
+    finally:
+        component_meta.create_or_modify_pyi = write_stub
+    return UploadImage
+
+
+UploadImage = _define_upload_image()
 
 
 def _shrink(rgb: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -248,8 +260,8 @@ with gr.Blocks(title="Manipulated face detector (ClassNSeg)", delete_cache=(3600
         image_outputs = [image_out, image_verdict, image_method, image_faces, image_details]
         with gr.Row():
             with gr.Column():
-                image_in = with_clear_errors(gr.Image(label="Photo", type="filepath", image_mode=None,
-                                                      sources=["upload", "clipboard", "webcam"], elem_id="image-input"))
+                image_in = UploadImage(label="Photo", type="filepath", image_mode=None,
+                                       sources=["upload", "clipboard", "webcam"], elem_id="image-input")
                 image_btn = gr.Button("Analyse photo", variant="primary", elem_id="image-button")
                 gr.Examples(EXAMPLE_IMAGES, inputs=[image_in], outputs=image_outputs, fn=run_image,
                             run_on_click=True, cache_examples=False, api_visibility="private",

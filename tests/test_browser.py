@@ -69,6 +69,13 @@ def test_upload_photo_and_read_verdict(url, tmp_path):
             assert shot.stat().st_size > 10_000
             assert "1 face found" in text
 
+            # a text file named .jpg: a clear message, not a stack trace
+            bad = tmp_path / "holiday.jpg"
+            bad.write_text("not a photo\n")
+            page.locator("#image-input input[type=file]").set_input_files(str(bad), timeout=60_000)
+            expect(page.get_by_text("holiday.jpg: not an image this app can read").first).to_be_visible(
+                timeout=60_000)
+
             # the About tab explains the probability
             page.get_by_role("tab", name="About").click()
             expect(page.get_by_text("What the probability means")).to_be_visible(timeout=30_000)
