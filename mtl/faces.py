@@ -17,6 +17,7 @@ Crop geometry (pinned by tests):
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -70,31 +71,41 @@ class NoFaceError(ValueError):
 
 # --- mediapipe models, created once per process -------------------------------------------------------------------
 # mediapipe graphs are not safe to call from several threads at once, and creating one costs ~50 ms, so each process
-# keeps one of each behind a lock. Worker processes (multiprocessing) get their own on first use.
+# keeps one of each behind a lock. A forked child (multiprocessing, DataLoader workers) must not touch its parent's
+# graphs - their threads did not survive the fork and the call would hang - so the cache remembers its process.
 _lock = threading.Lock()
-_detectors: dict[int, object] = {}
-_mesh = None
+_models: dict[str, object] = {}
+_models_pid: int | None = None
+
+
+def _process_lock() -> threading.Lock:
+    """This process's lock, guarding both creating and calling the models."""
+    global _models_pid, _lock
+    if _models_pid != os.getpid():
+        _models.clear()  # inherited through fork: unusable here (and never closed, that could hang too)
+        _lock = threading.Lock()
+        _models_pid = os.getpid()
+    return _lock
+
+
+def _cached(name: str, make):
+    if name not in _models:
+        _models[name] = make()
+    return _models[name]
 
 
 def _detector(model_selection: int):
-    if model_selection not in _detectors:
-        import mediapipe as mp
+    import mediapipe as mp
 
-        _detectors[model_selection] = mp.solutions.face_detection.FaceDetection(
-            model_selection=model_selection, min_detection_confidence=0.2
-        )
-    return _detectors[model_selection]
+    return _cached(f"detector{model_selection}", lambda: mp.solutions.face_detection.FaceDetection(
+        model_selection=model_selection, min_detection_confidence=0.2))
 
 
 def _face_mesh():
-    global _mesh
-    if _mesh is None:
-        import mediapipe as mp
+    import mediapipe as mp
 
-        _mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=8, refine_landmarks=False, min_detection_confidence=0.3
-        )
-    return _mesh
+    return _cached("mesh", lambda: mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=8, refine_landmarks=False, min_detection_confidence=0.3))
 
 
 def _as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -115,7 +126,7 @@ def _downscaled(rgb: np.ndarray, max_side: int = MAX_DETECT_SIDE) -> tuple[np.nd
 
 def _run_detector(rgb: np.ndarray, model_selection: int, min_score: float) -> list[FaceBox]:
     h, w = rgb.shape[:2]
-    with _lock:
+    with _process_lock():
         result = _detector(model_selection).process(rgb)
     boxes = []
     for det in result.detections or []:
@@ -152,7 +163,7 @@ def face_landmarks(rgb: np.ndarray) -> list[np.ndarray]:
     rgb = _as_rgb_uint8(rgb)
     small, f = _downscaled(rgb)
     h, w = small.shape[:2]
-    with _lock:
+    with _process_lock():
         result = _face_mesh().process(small)
     faces = []
     for lms in result.multi_face_landmarks or []:

@@ -276,7 +276,11 @@ def build(faces: str, out: str, limit: int | None = None, workers: int = 2, seed
         if workers > 1:
             import multiprocessing as mp
 
-            pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
+            # forkserver, not fork: a parent that has used OpenCV (or mediapipe) has thread pools that do not survive
+            # a fork, and a forked worker then hangs on its first resize
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["train.build_dataset"])  # imported once by the server, not per worker
+            pool = ctx.Pool(workers, initializer=_init_worker)
             results = pool.imap(run_job, jobs, chunksize=4)
         else:
             pool, results = None, map(run_job, jobs)
