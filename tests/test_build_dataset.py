@@ -115,3 +115,31 @@ def test_cli_on_shared_lfw(shared_dir, tmp_path):
           "--workers", "1"])
     rows = _manifest(tmp_path / "lfw")
     assert len(rows) >= 12
+
+
+@pytest.mark.slow
+def test_forge_dataset_remakes_the_built_samples(faces_dir, tmp_path):
+    import torch
+
+    from train.data import ForgeDataset, ManifestDataset
+
+    out = tmp_path / "ds"
+    build(str(faces_dir), str(out), workers=1, seed=2, limit=8, val_frac=0.0, test_frac=0.0, progress=False)
+    built = ManifestDataset(out, "train")
+    live = ForgeDataset(faces_dir, "train", seed=2, limit=8, val_frac=0.0, test_frac=0.0)
+    by_image = {r["image"]: i for i, r in enumerate(built.rows)}
+    checked = 0
+    for i in range(len(live)):
+        job, k = live.jobs[i // live.per_photo], i % live.per_photo
+        name = f"images/{job.index:06d}_{k}_{job.variants[k].family or 'real'}.jpg"
+        if name not in by_image:
+            continue  # a photo the builder skipped
+        a, b = live[i], built[by_image[name]]
+        assert a["label"] == b["label"] and a["method"] == b["method"]
+        assert torch.equal(a["mask"], b["mask"])
+        assert torch.allclose(a["image"], b["image"])
+        checked += 1
+        if checked == 4:
+            break
+    assert checked == 4
+    assert {live[i]["label"].item() for i in range(2)} == {0, 1}

@@ -155,8 +155,12 @@ def donor_face(path: str | None):
     return (rgb, faces[0]) if faces else (None, None)
 
 
-def make_samples(path: str, variants: list[Variant], seed: int, index: int) -> Outcome:
-    """The real crop and forged crops of one photo, all framed by the detector box found on the real photo."""
+def make_samples(path: str, variants: list[Variant], seed: int, index: int, ks: list[int] | None = None) -> Outcome:
+    """The real crop and forged crops of one photo, all framed by the detector box found on the real photo.
+
+    Variant ``k`` draws from ``default_rng([seed, index, k])`` (``ks`` gives the k of each variant when only some
+    are wanted), so any one sample can be remade on its own.
+    """
     from mtl.faces import crop_face, crop_square
     from mtl.forge import forge
 
@@ -169,7 +173,7 @@ def make_samples(path: str, variants: list[Variant], seed: int, index: int) -> O
     if landmarks is None:
         return Outcome(skipped="no landmarks")
     out = Outcome()
-    for k, v in enumerate(variants):
+    for k, v in zip(ks if ks is not None else range(len(variants)), variants):
         rng = np.random.default_rng([seed, index, k])
         if v.family is None:
             crop = crop_face(recompress(rgb, rng), box)
@@ -251,18 +255,24 @@ def plan_jobs(photos: list[Photo], split: dict[str, str], fakes_per_real: int, s
     return jobs
 
 
-def build(faces: str, out: str, limit: int | None = None, workers: int = 2, seed: int = 0, fakes_per_real: int = 1,
-          val_frac: float = 0.1, test_frac: float = 0.1, person_rule: str = "auto", progress: bool = True) -> dict:
-    """Build the dataset; returns the summary (also printed by the CLI)."""
-    from tqdm import tqdm
-
+def select_photos(faces: str, limit: int | None, seed: int, val_frac: float, test_frac: float,
+                  person_rule: str = "auto") -> tuple[list[Photo], dict[str, str]]:
+    """The photos a build uses, in build order, and each person's split."""
     photos = scan_photos(faces, person_rule)
     if not photos:
         raise SystemExit(f"no images found under {faces}")
     # shuffle before limiting so a small build samples many people, not the alphabet's first few
     order = np.random.default_rng([seed, 0]).permutation(len(photos))
     photos = [photos[i] for i in order[: limit or len(photos)]]
-    split = split_people(photos, seed, val_frac, test_frac)
+    return photos, split_people(photos, seed, val_frac, test_frac)
+
+
+def build(faces: str, out: str, limit: int | None = None, workers: int = 2, seed: int = 0, fakes_per_real: int = 1,
+          val_frac: float = 0.1, test_frac: float = 0.1, person_rule: str = "auto", progress: bool = True) -> dict:
+    """Build the dataset; returns the summary (also printed by the CLI)."""
+    from tqdm import tqdm
+
+    photos, split = select_photos(faces, limit, seed, val_frac, test_frac, person_rule)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     os.makedirs(os.path.join(out, "masks"), exist_ok=True)
     jobs = plan_jobs(photos, split, fakes_per_real, seed, out)

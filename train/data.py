@@ -107,3 +107,63 @@ class ManifestDataset(torch.utils.data.Dataset):
         label = 1 if row["label"] == "real" else 0
         method = _FAMILY_INDEX.get(row["method"], -1) if label == 0 else -1
         return _item(rgb, mask, label, method)
+
+
+class ForgeDataset(torch.utils.data.Dataset):
+    """The samples ``train.build_dataset`` would write, made on the fly from a folder of real face photos.
+
+    Item ``i`` is variant ``i % (K + 1)`` of photo ``i // (K + 1)`` (variant 0 the real crop, then K fakes with the
+    families cycling), with the builder's photo selection, person splits, donors, seeds and JPEG steps: at epoch 0 an
+    item equals the built one. ``set_epoch(n)`` draws fresh forgeries for each epoch. A photo without a usable face is
+    replaced by the next one.
+
+    Building the first item runs mediapipe; each DataLoader worker process creates its own models.
+    """
+
+    def __init__(self, faces, split: str = "train", augment: bool = False, fakes_per_real: int = 1, seed: int = 0,
+                 val_frac: float = 0.1, test_frac: float = 0.1, limit: int | None = None, person_rule: str = "auto"):
+        from train.build_dataset import plan_jobs, select_photos
+
+        photos, people = select_photos(str(faces), limit, seed, val_frac, test_frac, person_rule)
+        jobs = plan_jobs(photos, people, fakes_per_real, seed, out="")
+        self.jobs = [j for j in jobs if j.split == split]
+        if not self.jobs:
+            raise ValueError(f"no photos under {faces} fall in split {split!r}")
+        self.per_photo = fakes_per_real + 1
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        # OpenCV's thread pool does not survive a fork: keep it serial so forked DataLoader workers cannot hang
+        cv2.setNumThreads(1)
+
+    def __len__(self) -> int:
+        return len(self.jobs) * self.per_photo
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _sample(self, index: int):
+        from train.build_dataset import SAVE_QUALITY, make_samples
+
+        k = index % self.per_photo
+        seed = self.seed if self.epoch == 0 else self.seed + 1_000_003 * self.epoch
+        for step in range(16):
+            job = self.jobs[(index // self.per_photo + step) % len(self.jobs)]
+            outcome = make_samples(job.photo.path, [job.variants[k]], seed, job.index, ks=[k])
+            if not outcome.skipped and outcome.samples[0] is not None:
+                sample = outcome.samples[0]
+                # the builder stores crops as JPEG; make the same last step
+                ok, buf = cv2.imencode(".jpg", sample.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY])
+                rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+                mask = (np.zeros(rgb.shape[:2], np.uint8) if sample.mask is None
+                        else np.rint(sample.mask * 255).astype(np.uint8))
+                return rgb, mask, sample.family
+        raise RuntimeError(f"no usable face in 16 photos from item {index} on")
+
+    def __getitem__(self, index: int) -> dict:
+        rgb, mask, family = self._sample(index)
+        if self.augment:
+            rng = np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
+            rgb, mask = augment_pair(rgb, mask, rng)
+        label = 1 if family is None else 0
+        return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
