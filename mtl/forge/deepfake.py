@@ -1,8 +1,8 @@
 """Deepfakes-like forgeries (the FaceForensics++ "Deepfakes" autoencoder swap).
 
-An autoencoder swap decodes the face at low resolution (64-128 px), so the pasted face is smooth, slightly blurred
-or over-sharpened and a little off in colour, and it is blended in an eroded hull or an ellipse. Here the face region
-(the target's own face, or half the time a donor's face fitted onto it) is re-rendered by shrinking it to that
+An autoencoder swap decodes the face at low resolution (64-256 px, usually below the face's own), so the pasted face
+is smooth, slightly blurred or over-sharpened and a little off in colour, and it is blended in an eroded hull or an ellipse. Here the face region
+(the target's own face, or half the time a donor's face fitted onto it) is re-rendered by shrinking it to such a
 resolution and back, then colour-mismatched and blended.
 """
 
@@ -19,7 +19,7 @@ MASK_WEIGHTS = [3, 2, 1]
 
 
 def rerender(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The frame with the face box passed through a low-resolution 'decoder' (down to 64-128 px and back)."""
+    """The frame with the face box passed through a low-resolution 'decoder' (down to 30-80 % and back)."""
     h, w = rgb.shape[:2]
     x0, y0 = landmarks.min(0)
     x1, y1 = landmarks.max(0)
@@ -28,7 +28,8 @@ def rerender(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -
     bx0, by0 = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
     bx1, by1 = int(min(cx + side / 2, w)), int(min(cy + side / 2, h))
     face = rgb[by0:by1, bx0:bx1]
-    res = int(rng.choice([64, 80, 96, 112, 128]))
+    # decoders work at 64-256 px; a big face in a high-resolution photo is rendered at a fraction of its size
+    res = int(np.clip(rng.uniform(0.3, 0.8) * max(face.shape[:2]), 64, 256))
     fh, fw = face.shape[:2]
     if max(fh, fw) > res:
         k = res / max(fh, fw)

@@ -14,10 +14,10 @@ from mtl.forge import blend
 
 MASK_KINDS = ["inner", "hull", "ellipse"]
 MASK_WEIGHTS = [3, 2, 1]
-# landmarks the donor face is bent onto: outline, brows, eyes, nose, mouth (a sparse, well spread subset)
-FIT_POINTS = sorted(set(blend.JAW[::2] + blend.LEFT_BROW[::3] + blend.RIGHT_BROW[::3] + [33, 133, 362, 263, 159, 145,
-                                                                                       386, 374, 1, 4, 98, 327, 168,
-                                                                                       61, 291, 0, 17, 13, 14]))
+# landmarks the donor face is bent onto: outline, brows, eye corners and lids, nose, outer lip. Inner-lip points are
+# left out: on a closed mouth they coincide, and forcing an open donor mouth onto them folds the lips into a wave.
+FIT_POINTS = sorted(set(blend.JAW[::2] + blend.LEFT_BROW[::3] + blend.RIGHT_BROW[::3]
+                        + [33, 133, 362, 263, 159, 145, 386, 374, 1, 4, 98, 327, 168, 61, 291, 0, 17]))
 
 
 def fit_donor(rgb: np.ndarray, landmarks: np.ndarray, donor: np.ndarray, donor_landmarks: np.ndarray,
