@@ -112,7 +112,7 @@ class Sample:
 @dataclass
 class Variant:
     family: str | None  # None = the real crop
-    donor: str | None = None  # path of another person's photo, for DONOR_FAMILIES
+    donors: tuple[str, ...] = ()  # other people's photos to take a face from (DONOR_FAMILIES), best-posed one used
 
 
 @dataclass
@@ -144,15 +144,34 @@ def main_face(rgb: np.ndarray):
     return box, landmarks_in_box(face_landmarks(rgb), box)
 
 
-def donor_face(path: str | None):
-    """A donor photo and its landmarks, or (None, None) when it is unreadable or has no face."""
-    from mtl.faces import face_landmarks
+DONOR_CANDIDATES = 4  # donors offered per forgery; the first that faces like the target is taken
+POSE_TOLERANCE = 0.12  # allowed difference in head turn (blend.yaw units, mirroring allowed)
+POSE_LIMIT = 0.25  # beyond this a deepfake keeps the target's own face rather than smear a donor's
 
-    rgb = read_rgb(path) if path else None
-    if rgb is None:
-        return None, None
-    faces = face_landmarks(rgb)
-    return (rgb, faces[0]) if faces else (None, None)
+
+def pick_donor(paths: tuple[str, ...], landmarks: np.ndarray):
+    """The first donor photo whose face is turned like the target's (or mirrored so), else the closest one.
+
+    A swap between a frontal face and a turned one smears the features; FaceForensics++ pairs were chosen for
+    similar faces too. Returns (photo, landmarks, pose gap), photo None when no candidate has a face.
+    """
+    from mtl.faces import face_landmarks
+    from mtl.forge.blend import yaw
+
+    target = yaw(landmarks)
+    best, best_gap = (None, None), float("inf")
+    for path in paths:
+        rgb = read_rgb(path)
+        faces = face_landmarks(rgb) if rgb is not None else []
+        if not faces:
+            continue
+        d = yaw(faces[0])
+        gap = min(abs(target - d), abs(target + d))
+        if gap < best_gap:
+            best, best_gap = (rgb, faces[0]), gap
+        if gap <= POSE_TOLERANCE:
+            break
+    return best[0], best[1], best_gap
 
 
 def make_samples(path: str, variants: list[Variant], seed: int, index: int, ks: list[int] | None = None) -> Outcome:
@@ -179,7 +198,11 @@ def make_samples(path: str, variants: list[Variant], seed: int, index: int, ks: 
             crop = crop_face(recompress(rgb, rng), box)
             out.samples.append(Sample(crop.image, None, None))
             continue
-        donor, donor_lm = donor_face(v.donor) if v.family in DONOR_FAMILIES else (None, None)
+        donor, donor_lm = None, None
+        if v.family in DONOR_FAMILIES:
+            donor, donor_lm, gap = pick_donor(v.donors, landmarks)
+            if v.family == "deepfake" and gap > POSE_LIMIT:
+                donor, donor_lm = None, None
         try:
             fake = forge(rgb, v.family, rng, donor=donor, landmarks=landmarks, donor_landmarks=donor_lm)
         except ValueError:
@@ -242,15 +265,16 @@ def plan_jobs(photos: list[Photo], split: dict[str, str], fakes_per_real: int, s
         for _ in range(fakes_per_real):
             family = FAMILIES[n_fake % len(FAMILIES)]
             n_fake += 1
-            donor = None
+            donors: list[str] = []
             if family in DONOR_FAMILIES:
-                # a few tries to find someone else; a split of one person falls back to the mirrored face
-                for _try in range(8):
+                # other people of the same split; a split of one person falls back to the mirrored face
+                for _try in range(4 * DONOR_CANDIDATES):
                     cand = pool[int(rng.integers(len(pool)))]
-                    if cand.person != photo.person:
-                        donor = cand.path
-                        break
-            variants.append(Variant(family, donor))
+                    if cand.person != photo.person and cand.path not in donors:
+                        donors.append(cand.path)
+                        if len(donors) == DONOR_CANDIDATES:
+                            break
+            variants.append(Variant(family, tuple(donors)))
         jobs.append(Job(i, photo, split[photo.person], variants, seed, out))
     return jobs
 

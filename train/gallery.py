@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from mtl.constants import FACE_SIZE, FAMILIES
-from train.build_dataset import DONOR_FAMILIES, Variant, make_samples, scan_photos
+from train.build_dataset import DONOR_CANDIDATES, DONOR_FAMILIES, Variant, make_samples, scan_photos
 
 PAD = 4
 HEADER = 28
@@ -46,11 +46,13 @@ def render_sheet(faces: str, n: int = 4, seed: int = 0) -> np.ndarray:
         photo = photos[i]
         variants = [Variant(None)]
         for family in FAMILIES:
-            donor = None
+            donors = ()
             if family in DONOR_FAMILIES:
                 others = [p for p in photos if p.person != photo.person]
-                donor = others[int(rng.integers(len(others)))].path if others else None
-            variants.append(Variant(family, donor))
+                if others:
+                    picks = rng.choice(len(others), size=min(DONOR_CANDIDATES, len(others)), replace=False)
+                    donors = tuple(others[int(j)].path for j in picks)
+            variants.append(Variant(family, donors))
         outcome = make_samples(photo.path, variants, seed, int(i))
         if outcome.skipped or any(s is None for s in outcome.samples):
             continue

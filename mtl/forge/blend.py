@@ -36,6 +36,15 @@ def face_scale(landmarks: np.ndarray) -> float:
     return float(max(d, 4.0))
 
 
+def yaw(landmarks: np.ndarray) -> float:
+    """Head turn as where the nose tip sits between the cheek edges, along the eye line: 0 frontal, about +-0.5 in
+    profile (positive: the nose points to image right)."""
+    axis = landmarks[263] - landmarks[33]
+    axis = axis / (np.linalg.norm(axis) + 1e-6)
+    left, right, nose = (float(np.dot(landmarks[i], axis)) for i in (234, 454, 1))
+    return (nose - left) / max(right - left, 1e-6) - 0.5
+
+
 def fill_polygon(shape: tuple[int, int], points: np.ndarray, hull: bool = True) -> np.ndarray:
     """A float32 0/1 mask of the polygon (or its convex hull) through the points."""
     m = np.zeros(shape[:2], np.uint8)

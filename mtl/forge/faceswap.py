@@ -20,9 +20,21 @@ FIT_POINTS = sorted(set(blend.JAW[::2] + blend.LEFT_BROW[::3] + blend.RIGHT_BROW
                         + [33, 133, 362, 263, 159, 145, 386, 374, 1, 4, 98, 327, 168, 61, 291, 0, 17]))
 
 
+def facing_alike(landmarks: np.ndarray, donor: np.ndarray, donor_landmarks: np.ndarray):
+    """The donor, mirrored when it looks the other way than the target (a swap across head turns smears the face)."""
+    t, d = blend.yaw(landmarks), blend.yaw(donor_landmarks)
+    if abs(t - d) > 0.1 and abs(t + d) < abs(t - d):
+        try:
+            return mirrored(donor, donor_landmarks)
+        except ValueError:
+            pass
+    return donor, donor_landmarks
+
+
 def fit_donor(rgb: np.ndarray, landmarks: np.ndarray, donor: np.ndarray, donor_landmarks: np.ndarray,
               rng: np.random.Generator, bend: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The donor face moved onto the target's frame (and its landmarks there)."""
+    donor, donor_landmarks = facing_alike(landmarks, donor, donor_landmarks)
     m = blend.similarity_from(donor_landmarks[blend.ALIGN_POINTS], landmarks[blend.ALIGN_POINTS])
     moved = blend.warp_image(donor, m, rgb.shape)
     moved_lm = blend.transform_points(donor_landmarks, m)
