@@ -6,9 +6,11 @@ the framing of a face can never tell real from fake.
 Crop geometry (pinned by tests):
 
 * The paper cropped a square centred on the ground-truth mask's bounding box with side 1.3 x the box height. At
-  inference there is no mask, so the mediapipe detector box stands in for it. Its box runs from the eyebrows to the
-  chin, about as tall as the FaceForensics++ mask box, so ``square_around`` uses side = ``scale * max(w, h)``
-  (``max`` so that a box squeezed by head pose still gives the whole face).
+  inference there is no mask, so the mediapipe detector box stands in for it, and ``square_around`` uses
+  side = ``scale * max(w, h)`` (``max`` so that a box squeezed by head pose still gives the whole face). Measured on
+  31 LFW faces, the detector box is about 1.2x (1.0-1.3x) the brows-to-chin landmark height that a FaceForensics++
+  mask spans, and centred ~0.1 of that height higher: our crops show a little more context than the paper's. Training
+  data from ``train.build_dataset`` uses this same function, so the model sees the framing the app gives it.
 * A square is ``(cx, cy, side)`` in continuous frame coordinates, where pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``.
   ``crop_square`` resamples it onto a ``size x size`` grid; where it leaves the frame the crop is padded with black
   (zeros), for images and masks alike.
