@@ -143,3 +143,11 @@ def test_forge_dataset_remakes_the_built_samples(faces_dir, tmp_path):
             break
     assert checked == 4
     assert {live[i]["label"].item() for i in range(2)} == {0, 1}
+
+
+def test_forge_dataset_splits_do_not_depend_on_the_forgery_seed(faces_dir):
+    from train.data import ForgeDataset
+
+    train = ForgeDataset(faces_dir, "train", seed=0, val_frac=0.25, test_frac=0.25)
+    val = ForgeDataset(faces_dir, "val", seed=1, val_frac=0.25, test_frac=0.25)
+    assert {j.photo.person for j in train.jobs}.isdisjoint({j.photo.person for j in val.jobs})

@@ -1,7 +1,7 @@
 """Build a training set of real and forged face crops from a folder of real face photos.
 
     python -m train.build_dataset --faces DIR --out OUT [--limit N] [--workers W] [--seed S]
-                                  [--fakes-per-real K] [--val-frac F] [--test-frac F]
+                                  [--fakes-per-real K] [--val-frac F] [--test-frac F] [--split-seed S]
 
 Writes ``OUT/images/*.jpg`` (256x256 crops), ``OUT/masks/*.png`` (8-bit blend alpha; binarise at 0.5) and
 ``OUT/manifest.csv`` with columns ``image,mask,label,method,person,split``.
@@ -280,23 +280,28 @@ def plan_jobs(photos: list[Photo], split: dict[str, str], fakes_per_real: int, s
 
 
 def select_photos(faces: str, limit: int | None, seed: int, val_frac: float, test_frac: float,
-                  person_rule: str = "auto") -> tuple[list[Photo], dict[str, str]]:
-    """The photos a build uses, in build order, and each person's split."""
+                  person_rule: str = "auto", split_seed: int = 0) -> tuple[list[Photo], dict[str, str]]:
+    """The photos a build uses, in build order, and each person's split.
+
+    The split has its own seed, so that datasets drawn with different forgery seeds (a training set and a
+    validation set made on the fly, say) still agree on who is in which split.
+    """
     photos = scan_photos(faces, person_rule)
     if not photos:
         raise SystemExit(f"no images found under {faces}")
     # shuffle before limiting so a small build samples many people, not the alphabet's first few
     order = np.random.default_rng([seed, 0]).permutation(len(photos))
     photos = [photos[i] for i in order[: limit or len(photos)]]
-    return photos, split_people(photos, seed, val_frac, test_frac)
+    return photos, split_people(photos, split_seed, val_frac, test_frac)
 
 
 def build(faces: str, out: str, limit: int | None = None, workers: int = 2, seed: int = 0, fakes_per_real: int = 1,
-          val_frac: float = 0.1, test_frac: float = 0.1, person_rule: str = "auto", progress: bool = True) -> dict:
+          val_frac: float = 0.1, test_frac: float = 0.1, person_rule: str = "auto", progress: bool = True,
+          split_seed: int = 0) -> dict:
     """Build the dataset; returns the summary (also printed by the CLI)."""
     from tqdm import tqdm
 
-    photos, split = select_photos(faces, limit, seed, val_frac, test_frac, person_rule)
+    photos, split = select_photos(faces, limit, seed, val_frac, test_frac, person_rule, split_seed)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     os.makedirs(os.path.join(out, "masks"), exist_ok=True)
     jobs = plan_jobs(photos, split, fakes_per_real, seed, out)
@@ -358,7 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.csv)")
     ap.add_argument("--limit", type=int, default=None, help="use at most N photos (a seeded random subset)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seeds the photo subset, forgeries, donors, JPEG qualities")
+    ap.add_argument("--split-seed", type=int, default=0, help="seeds who goes to train/val/test")
     ap.add_argument("--fakes-per-real", type=int, default=1, help="forged crops per real crop (families cycle)")
     ap.add_argument("--val-frac", type=float, default=0.1)
     ap.add_argument("--test-frac", type=float, default=0.1)
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
                          "with it, else the stem)")
     a = ap.parse_args(argv)
     summary = build(a.faces, a.out, a.limit, a.workers, a.seed, a.fakes_per_real, a.val_frac, a.test_frac,
-                    a.person_from)
+                    a.person_from, split_seed=a.split_seed)
     print_summary(summary)
 
 

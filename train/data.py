@@ -121,10 +121,12 @@ class ForgeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, faces, split: str = "train", augment: bool = False, fakes_per_real: int = 1, seed: int = 0,
-                 val_frac: float = 0.1, test_frac: float = 0.1, limit: int | None = None, person_rule: str = "auto"):
+                 val_frac: float = 0.1, test_frac: float = 0.1, limit: int | None = None, person_rule: str = "auto",
+                 split_seed: int = 0):
         from train.build_dataset import plan_jobs, select_photos
 
-        photos, people = select_photos(str(faces), limit, seed, val_frac, test_frac, person_rule)
+        # the split depends on split_seed only: a val set made with another forgery seed shares no person with train
+        photos, people = select_photos(str(faces), limit, seed, val_frac, test_frac, person_rule, split_seed)
         jobs = plan_jobs(photos, people, fakes_per_real, seed, out="")
         self.jobs = [j for j in jobs if j.split == split]
         if not self.jobs:
