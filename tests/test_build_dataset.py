@@ -38,7 +38,12 @@ def _manifest(out: Path) -> list[dict]:
 
 def test_person_comes_from_the_folder_or_the_stem(tmp_path):
     assert person_of(tmp_path / "Ann_Lee" / "Ann_Lee_0001.jpg", tmp_path) == "Ann_Lee"
-    assert person_of(tmp_path / "neutral_front" / "003f.jpg", tmp_path) == "003f"  # webmorph-like set folder
+    # webmorph-like flat sets: the stem up to "_" names the person across sets; a small folder is one person
+    assert person_of(tmp_path / "neutral_front" / "001_03.jpg", tmp_path, folder_size=102) == "001"
+    assert person_of(tmp_path / "smiling_front" / "001_08.jpg", tmp_path, folder_size=102) == "001"
+    assert person_of(tmp_path / "canada" / "003f.jpg", tmp_path, folder_size=40) == "003f"
+    assert person_of(tmp_path / "zoom" / "15cm.jpg", tmp_path, folder_size=4) == "zoom"
+    assert person_of(tmp_path / "lisa" / "lisa1.jpg", tmp_path, folder_size=4) == "lisa"
     assert person_of(tmp_path / "003f.jpg", tmp_path) == "003f"
     assert person_of(tmp_path / "ann" / "IMG_1.jpg", tmp_path, rule="folder") == "ann"
 
@@ -106,6 +111,13 @@ def test_build_is_deterministic_whatever_the_workers(faces_dir, tmp_path):
 def test_scan_finds_images_recursively(faces_dir):
     photos = scan_photos(faces_dir)
     assert len(photos) == 17 and {p.person for p in photos} == {f"Person_{i}" for i in range(8)} | {"Nobody"}
+
+
+def test_webmorph_people(shared_dir):
+    photos = scan_photos(shared_dir / "data" / "faces" / "webmorph")
+    people = {p.person for p in photos}
+    assert "001" in people and "lisa" in people and "zoom" in people
+    assert sum(p.person == "001" for p in photos) == 2  # neutral and smiling
 
 
 def test_cli_on_shared_lfw(shared_dir, tmp_path):

@@ -56,26 +56,33 @@ class Photo:
     person: str
 
 
-def person_of(path: Path, root: Path, rule: str = "auto") -> str:
-    """Who is in the photo: the folder name (LFW: ``Name/Name_0001.jpg``) or the file stem (flat folders such as
-    webmorph's ``set/003f.jpg``, where the same stem in two sets is the same person).
+SMALL_FOLDER = 5  # a flat folder with at most this many photos is taken to be one person's (webmorph's lisa, zoom)
 
-    ``auto`` takes the folder when the file name starts with it, the stem otherwise; pass ``folder`` for a tree of
-    person folders with arbitrary file names.
+
+def person_of(path: Path, root: Path, rule: str = "auto", folder_size: int | None = None) -> str:
+    """Who is in the photo.
+
+    ``auto``: the folder when the file name starts with it (LFW ``Name/Name_0001.jpg``, webmorph ``lisa/lisa1.jpg``)
+    or when the folder holds only a few photos; otherwise the file stem up to its first underscore (flat sets such as
+    webmorph's ``neutral_front/001_03.jpg`` and ``smiling_front/001_08.jpg``: person ``001`` in both). ``folder`` and
+    ``stem`` force one rule; use ``folder`` for a tree of person folders with arbitrary file names.
     """
     folder = path.parent.name if path.parent != root else ""
     if rule == "folder" and folder:
         return folder
     if rule == "stem" or not folder:
-        return path.stem
-    return folder if path.stem.lower().startswith(folder.lower()) else path.stem
+        return path.stem.split("_")[0] or path.stem
+    if path.stem.lower().startswith(folder.lower()) or (folder_size is not None and folder_size <= SMALL_FOLDER):
+        return folder
+    return path.stem.split("_")[0] or path.stem
 
 
 def scan_photos(root: str | Path, rule: str = "auto") -> list[Photo]:
     """Every image under ``root`` (recursively), sorted by path."""
     root = Path(root)
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-    return [Photo(str(p), person_of(p, root, rule)) for p in paths]
+    sizes = Counter(p.parent for p in paths)
+    return [Photo(str(p), person_of(p, root, rule, sizes[p.parent])) for p in paths]
 
 
 def split_people(photos: list[Photo], seed: int, val_frac: float, test_frac: float) -> dict[str, str]:
