@@ -87,8 +87,8 @@ def test_build_end_to_end(faces_dir, tmp_path):
             m = cv2.imread(str(out / r["mask"]), cv2.IMREAD_UNCHANGED)
             assert m.shape == (256, 256) and (m >= 128).sum() > 200
             # outside the mask the fake is the real crop up to JPEG noise: the same framing
-            real = cv2.imread(str(out / r["image"].replace(r["image"].split("_", 2)[2], "real.jpg").replace(
-                r["image"].split("_")[1] + "_real", "0_real")))
+            photo_index = Path(r["image"]).name.split("_")[0]
+            real = cv2.imread(str(out / "images" / f"{photo_index}_0_real.jpg"))
             outside = m == 0
             assert np.abs(real.astype(int) - img.astype(int))[outside].mean() < 6
 
