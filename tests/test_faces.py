@@ -31,7 +31,8 @@ def test_crop_square_pads_black_outside_the_frame():
 def test_paste_mask_inverts_crop_square_within_a_pixel():
     frame_mask = np.zeros((240, 320), np.float32)
     frame_mask[90:150, 130:190] = 1.0  # a 60x60 block inside the square
-    crop = FaceCrop(np.zeros((256, 256, 3), np.uint8), FaceBox(110, 70, 210, 170), square_around(FaceBox(110, 70, 210, 170)))
+    box = FaceBox(110, 70, 210, 170)
+    crop = FaceCrop(np.zeros((256, 256, 3), np.uint8), box, square_around(box))
     on_crop = crop_square(frame_mask, crop.square, 256)
     back = paste_mask(on_crop, crop, frame_mask.shape)
     assert back.shape == frame_mask.shape and back.dtype == np.float32

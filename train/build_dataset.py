@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtl.constants import FACE_SIZE, FAMILIES  # noqa: E402
+from mtl.constants import FAMILIES  # noqa: E402
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MANIFEST_COLUMNS = ["image", "mask", "label", "method", "person", "split"]
@@ -111,8 +111,8 @@ def split_people(photos: list[Photo], seed: int, val_frac: float, test_frac: flo
 
 @dataclass
 class Sample:
-    image: np.ndarray  # FACE_SIZE x FACE_SIZE x 3 uint8 RGB
-    mask: np.ndarray | None  # FACE_SIZE x FACE_SIZE float32 blend alpha, None for a real crop
+    image: np.ndarray  # 256x256x3 uint8 RGB (mtl.constants.FACE_SIZE)
+    mask: np.ndarray | None  # 256x256 float32 blend alpha, None for a real crop
     family: str | None  # None for real
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,9 +1,9 @@
 """Deepfakes-like forgeries (the FaceForensics++ "Deepfakes" autoencoder swap).
 
 An autoencoder swap decodes the face at low resolution (64-256 px, usually below the face's own), so the pasted face
-is smooth, slightly blurred or over-sharpened and a little off in colour, and it is blended in an eroded hull or an ellipse. Here the face region
-(the target's own face, or half the time a donor's face fitted onto it) is re-rendered by shrinking it to such a
-resolution and back, then colour-mismatched and blended.
+is smooth, slightly blurred or over-sharpened and a little off in colour, and it is blended in an eroded hull or an
+ellipse. Here the face region (the target's own face, or half the time a donor's face fitted onto it) is re-rendered
+by shrinking it to such a resolution and back, then colour-mismatched and blended.
 """
 
 from __future__ import annotations
