@@ -197,3 +197,20 @@ def test_calibrate_cli_writes_config(tiny, tmp_path):
     r = E.evaluate(m, E.open_split(root, "test"))
     assert r["overall"]["fpr"] == pytest.approx(rep["after"]["fpr"])  # the reloaded model reproduces the fit's FPR
     assert r["overall"]["fpr"] <= 0.34
+
+
+def test_false_positive_rate_on_frames_of_real_videos(tmp_path):
+    from mtl.model import ClassNSeg
+    from tests.test_video import write_clip
+    from train.evaluate import evaluate_real_videos
+
+    torch.manual_seed(0)
+    model = ClassNSeg().eval()
+    clip = write_clip(tmp_path / "real.mp4", n=20, audio=False)
+    model.threshold = 1.0  # nothing can exceed it: FPR 0
+    r = evaluate_real_videos(model, [clip], every=5)
+    assert r["videos"] == 1 and r["frames_with_face"] == 4 and r["fpr_frames"] == 0.0
+    model.threshold = -1.0  # everything exceeds it: FPR 1
+    r = evaluate_real_videos(model, [tmp_path], every=5)
+    assert r["fpr_frames"] == 1.0 and r["fpr_videos"] == 1.0
+    assert r["per_video"][0]["video"] == "real.mp4"
