@@ -21,7 +21,6 @@ import gradio as gr
 import numpy as np
 
 from mtl.constants import FAMILIES
-from mtl.methods import SOURCE_NOTE
 from mtl.pipeline import InputError, analyze_image, analyze_video, get_model, load_image, MAX_PIXELS
 from mtl.video import VideoWriter, probe
 

@@ -71,9 +71,9 @@ def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int) -> dict:
 
 
 class ManifestDataset(torch.utils.data.Dataset):
-    def __init__(self, root, split: str, augment: bool = False, seed: int = 0):
+    def __init__(self, root, split: str, augment: bool = False, seed: int = 0, rows: list[dict] | None = None):
         self.root = Path(root)
-        self.rows = read_manifest(self.root, split)
+        self.rows = rows if rows is not None else read_manifest(self.root, split)
         if not self.rows:
             raise ValueError(f"{self.root / 'manifest.csv'} has no samples in split {split!r}")
         self.augment = augment

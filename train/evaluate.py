@@ -23,7 +23,6 @@ What is measured (fake = the positive class, score = the model's calibrated ``p_
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -35,19 +34,13 @@ import torch
 from mtl.constants import FAMILIES
 
 from . import metrics as M
+from .data import ManifestDataset, read_manifest
 
 PAIR_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "samples" / "classnseg"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 # --- data ----------------------------------------------------------------------------------------------------------
-def read_manifest(root, split: str | None = None) -> list[dict]:
-    """Rows of ROOT/manifest.csv (as dicts of strings), those of ``split`` only when given."""
-    with open(Path(root) / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r for r in rows if split is None or r.get("split") == split]
-
-
 def _load_rgb(path) -> np.ndarray:
     from PIL import Image
 
@@ -58,17 +51,7 @@ def _load_rgb(path) -> np.ndarray:
         return np.asarray(rgb)
 
 
-def _load_mask(path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        m = im.convert("L")
-        if m.size != (256, 256):
-            m = m.resize((256, 256), Image.NEAREST)
-        return (np.asarray(m) > 127).astype(np.int64)
-
-
-class ManifestFrames(torch.utils.data.Dataset):
+class ManifestFrames(ManifestDataset):
     """The evaluation view of a manifest split: ``train.data.ManifestDataset``'s items (image, mask, label, method)
     plus the row's ``family`` name (its ``method`` text; "real" for reals) and ``video`` id ("" without one).
 
@@ -76,30 +59,15 @@ class ManifestFrames(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, split: str, rows: list[dict] | None = None):
-        self.root = Path(root)
-        self.rows = rows if rows is not None else read_manifest(root, split)
+        super().__init__(root, split, augment=False, rows=rows)
         self.has_video = bool(self.rows) and "video" in self.rows[0]
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def __getitem__(self, i: int) -> dict:
-        from mtl.preprocess import to_model_input
-
+        item = super().__getitem__(i)
         r = self.rows[i]
-        label = 1 if r["label"].strip().lower() == "real" else 0
-        family = "real" if label == 1 else (r.get("method") or "unknown")
-        image = to_model_input(_load_rgb(self.root / r["image"]))[0]
-        mask_path = (r.get("mask") or "").strip()
-        mask = torch.from_numpy(_load_mask(self.root / mask_path)) if mask_path else torch.zeros(256, 256, dtype=torch.int64)
-        return {
-            "image": image,
-            "mask": mask,
-            "label": torch.tensor(label),
-            "method": torch.tensor(FAMILIES.index(family) if family in FAMILIES else -1),
-            "family": family,
-            "video": (r.get("video") or "") if self.has_video else "",
-        }
+        item["family"] = "real" if int(item["label"]) == 1 else (r.get("method") or "unknown")
+        item["video"] = (r.get("video") or "") if self.has_video else ""
+        return item
 
 
 def open_split(root, split: str, limit: int | None = None, seed: int = 0) -> ManifestFrames:
