@@ -211,3 +211,15 @@ def test_predict_rejects_bad_shapes_and_precisions(model):
 def test_predict_handles_an_empty_batch(model):
     pred = model.predict(torch.zeros(0, 3, 256, 256))
     assert len(pred) == 0 and pred.mask.shape == (0, 256, 256)
+
+
+def test_dense_activation_loss_hand_computed():
+    from mtl.losses import dense_activation_loss
+
+    latent = torch.zeros(1, 4, 2, 2)
+    latent[0, :2, 0, 0] = 1.0  # the fake half fires in the top-left cell only
+    masks = torch.zeros(1, 4, 4, dtype=torch.long)
+    masks[0, :2, :2] = 1  # exactly the top-left cell manipulated
+    assert dense_activation_loss(latent, masks).item() == 0.0
+    masks[0, :2, 2:] = 1  # top-right too: that cell should fire fully and does not -> |0 - 1| / 4 cells
+    assert dense_activation_loss(latent, masks).item() == pytest.approx(0.25)

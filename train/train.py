@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--gamma", type=float, default=1.0, help="weight of segmentation + reconstruction")
     p.add_argument("--method-weight", type=float, default=0.5)
+    p.add_argument("--dense-activation", type=float, default=0.0, metavar="W",
+                   help="weight of the per-cell activation loss supervised by the exact masks (0 = the paper's recipe)")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the run")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -248,7 +250,8 @@ def train(args) -> Path:
             with autocast():
                 out = net(x, gate=labels)
                 terms = multitask_loss(out, x, labels, batch["mask"].to(device), batch["method"].to(device),
-                                       gamma=args.gamma, method_weight=args.method_weight)
+                                       gamma=args.gamma, method_weight=args.method_weight,
+                                       dense_weight=args.dense_activation)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
