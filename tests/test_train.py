@@ -62,3 +62,17 @@ def test_a_few_steps_lower_the_loss_and_save_a_loadable_checkpoint(tmp_path, ast
                 "--no-augment", "--method-head", "--resume"])
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in log] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_person_batches_keep_people_together():
+    from train.data import PersonBatchSampler
+
+    people = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "d", "d", "d"]
+    sampler = PersonBatchSampler(people, batch_size=6, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2
+    for batch in batches:
+        assert len({people[i] for i in batch}) == 2  # two whole people per batch
+    assert sorted(i for b in batches for i in b) == list(range(12))
+    later = [list(sampler) for _ in range(5)]
+    assert any(b != batches for b in later)  # people are reshuffled from epoch to epoch

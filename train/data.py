@@ -169,3 +169,40 @@ class ForgeDataset(torch.utils.data.Dataset):
             rgb, mask = augment_pair(rgb, mask, rng)
         label = 1 if family is None else 0
         return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
+
+
+class PersonBatchSampler(torch.utils.data.Sampler):
+    """Batches made of whole people: each batch holds the real photos of a few people *and* their forgeries.
+
+    With random batches a small network first learns "a face is here" (masks cover faces) instead of what changed
+    in a face; when a real face and its own forgeries sit in the same batch the only difference left to learn is
+    the manipulation (the same idea as Self-Blended Images' paired batches). People are shuffled each epoch.
+    """
+
+    def __init__(self, people: list[str], batch_size: int, seed: int = 0, drop_last: bool = True):
+        groups: dict[str, list[int]] = {}
+        for i, person in enumerate(people):
+            groups.setdefault(person, []).append(i)
+        self.groups = list(groups.values())
+        self.batch_size, self.seed, self.drop_last, self.epoch = batch_size, seed, drop_last, 0
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches, batch = [], []
+        for g in rng.permutation(len(self.groups)):
+            batch.extend(self.groups[g])
+            if len(batch) >= self.batch_size:
+                batches.append(batch[: self.batch_size])
+                batch = batch[self.batch_size:]
+        if batch and not self.drop_last:
+            batches.append(batch)
+        return batches
+
+    def __iter__(self):
+        batches = self._batches()
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n = sum(len(g) for g in self.groups)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)

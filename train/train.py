@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--method-weight", type=float, default=0.5)
     p.add_argument("--dense-activation", type=float, default=0.0, metavar="W",
                    help="weight of the per-cell activation loss supervised by the exact masks (0 = the paper's recipe)")
+    p.add_argument("--by-person", action="store_true",
+                   help="batches of whole people: real faces together with their own forgeries")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the run")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -212,9 +214,17 @@ def train(args) -> Path:
 
     train_set, val_set = build_datasets(args)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
-                        pin_memory=device.type == "cuda")
+    common = dict(num_workers=args.workers, persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
+    if args.by_person:
+        if world > 1 or not hasattr(train_set, "rows"):
+            raise SystemExit("--by-person needs one --data set and a single process")
+        from .data import PersonBatchSampler
+
+        people = [row["person"] for row in train_set.rows]
+        loader = DataLoader(train_set, batch_sampler=PersonBatchSampler(people, args.batch_size, args.seed), **common)
+    else:
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                            drop_last=True, **common)
     if args.val_limit and len(val_set) > args.val_limit:
         keep = np.random.default_rng(0).permutation(len(val_set))[: args.val_limit]
         val_set = torch.utils.data.Subset(val_set, sorted(keep.tolist()))
