@@ -55,8 +55,11 @@ def median_ms(fn, reps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--weights", type=Path, default=SHARED / "weights/classnseg-official/full")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, crops, what = load(args.weights)
     print(f"model: {what}; torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 on CPU: {cpu_has_bf16()}")
 
