@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from mtl.constants import FAMILIES
 from mtl.fastpath import cpu_has_bf16
 from mtl.losses import multitask_loss
 from mtl.model import ClassNSeg
@@ -160,16 +161,14 @@ def validate(model: ClassNSeg, loader, device, autocast) -> dict:
         "val_n": int(len(labels)),
     }
     methods = np.concatenate(methods)
-    for i, family in enumerate(_families_present(methods)):
-        sel = (labels == 1) | (methods == family[1])
-        result[f"val_auc_{family[0]}"] = M.roc_auc(is_fake[sel], margin[sel])
+    for name, index in _families_present(methods):
+        sel = (labels == 1) | (methods == index)  # this family's fakes against all reals
+        result[f"val_auc_{name}"] = M.roc_auc(is_fake[sel], margin[sel])
     model.train()
     return result, acts, labels
 
 
-def _families_present(methods: np.ndarray):
-    from mtl.constants import FAMILIES
-
+def _families_present(methods: np.ndarray) -> list[tuple[str, int]]:
     return [(name, i) for i, name in enumerate(FAMILIES) if (methods == i).any()]
 
 
