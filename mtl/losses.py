@@ -1,6 +1,9 @@
 """The paper's losses, plus a method (manipulation family) term.
 
-total = activation + gamma * (segmentation + reconstruction) + method_weight * method [+ dense_weight * dense]
+total = activation_weight * activation + gamma * (segmentation + reconstruction_weight * reconstruction)
+        + method_weight * method [+ dense_weight * dense] [+ margin_weight * margin]
+
+The paper's recipe: activation_weight = reconstruction_weight = 1, no method head, dense_weight = margin_weight = 0.
 """
 
 from __future__ import annotations
@@ -38,6 +41,25 @@ def dense_activation_loss(latent: torch.Tensor, masks: torch.Tensor) -> torch.Te
     return (fake_half - target).abs().mean()
 
 
+def margin_loss(activations: torch.Tensor, labels: torch.Tensor, scale: float = 8.0) -> torch.Tensor:
+    """Class-balanced binary cross-entropy on the margin between the halves (an extension).
+
+    The paper's activation loss is an L1 distance: where the network cannot yet tell a face's class, its gradient
+    pushes both halves towards the *more frequent* class's targets (the median), the same for every such face, so it
+    says little about which faces look more fake than others, and with two fakes per real the fake half simply wins
+    everywhere. Cross-entropy on ``sigmoid(scale * (a_fake - a_real))`` is a proper scoring rule: each face's
+    gradient grows with how wrong its margin is, which is what ranking (AUC) needs. Reals and fakes get equal total
+    weight whatever their proportion in the batch. Off by default (the paper's recipe).
+    """
+    is_fake = (labels == 0).float()
+    logits = scale * (activations[:, 0].float() - activations[:, 1].float())
+    n_fake = is_fake.sum().clamp(min=1.0)
+    n_real = (1.0 - is_fake).sum().clamp(min=1.0)
+    weights = is_fake / n_fake + (1.0 - is_fake) / n_real  # each class sums to 1
+    per_face = F.binary_cross_entropy_with_logits(logits, is_fake, reduction="none")
+    return (weights * per_face).sum() / 2.0
+
+
 def segmentation_loss(seg_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Pixel-wise cross-entropy on the 2-channel mask (target 1 = manipulated).
 
@@ -68,6 +90,7 @@ class LossTerms:
     reconstruction: torch.Tensor
     method: torch.Tensor
     dense: torch.Tensor
+    margin: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
@@ -82,6 +105,9 @@ def multitask_loss(
     gamma: float = 1.0,
     method_weight: float = 0.5,
     dense_weight: float = 0.0,
+    reconstruction_weight: float = 1.0,
+    margin_weight: float = 0.0,
+    activation_weight: float = 1.0,
 ) -> LossTerms:
     act = activation_loss(out.activations, labels)
     seg = segmentation_loss(out.seg_logits, masks)
@@ -93,5 +119,7 @@ def multitask_loss(
         else zero
     )
     dense = dense_activation_loss(out.latent, masks) if dense_weight else zero
-    total = act + gamma * (seg + rec) + method_weight * meth + dense_weight * dense
-    return LossTerms(total, act, seg, rec, meth, dense)
+    margin = margin_loss(out.activations, labels) if margin_weight else zero
+    total = (activation_weight * act + gamma * (seg + reconstruction_weight * rec) + method_weight * meth + dense_weight * dense
+             + margin_weight * margin)
+    return LossTerms(total, act, seg, rec, meth, dense, margin)

@@ -75,6 +75,7 @@ def test_upload_photo_and_read_verdict(url, tmp_path):
             page.locator("#image-input input[type=file]").set_input_files(str(bad), timeout=60_000)
             expect(page.get_by_text("holiday.jpg: not an image this app can read").first).to_be_visible(
                 timeout=60_000)
+            expect(verdict).not_to_contain_text("face found", timeout=30_000)  # the last photo's verdict is gone
 
             # the About tab explains the probability
             page.get_by_role("tab", name="About").click()

@@ -1,6 +1,7 @@
 """The ClassNSeg network: shapes, the gating semantics, losses, save/load, timm backbones, the fast path."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -223,3 +224,30 @@ def test_dense_activation_loss_hand_computed():
     assert dense_activation_loss(latent, masks).item() == 0.0
     masks[0, :2, 2:] = 1  # top-right too: that cell should fire fully and does not -> |0 - 1| / 4 cells
     assert dense_activation_loss(latent, masks).item() == pytest.approx(0.25)
+
+
+def test_margin_loss_hand_computed_and_class_balanced():
+    from mtl.losses import margin_loss
+
+    # one real (label 1) with margin a_fake - a_real = -0.5, two identical fakes with margin +0.25; scale 8
+    acts = torch.tensor([[0.25, 0.75], [0.5, 0.25], [0.5, 0.25]])
+    labels = torch.tensor([1, 0, 0])
+    real_term = -math.log(1 - 1 / (1 + math.exp(4.0)))  # -log(1 - sigmoid(-4))
+    fake_term = -math.log(1 / (1 + math.exp(-2.0)))  # -log(sigmoid(2))
+    assert margin_loss(acts, labels).item() == pytest.approx((real_term + fake_term) / 2, rel=1e-5)
+    # the real's weight does not shrink when fakes outnumber it
+    more_fakes = margin_loss(torch.cat([acts, acts[1:]]), torch.tensor([1, 0, 0, 0, 0]))
+    assert more_fakes.item() == pytest.approx((real_term + fake_term) / 2, rel=1e-5)
+
+
+def test_multitask_loss_extension_weights():
+    x = torch.randn(2, 3, 64, 64)
+    m = ClassNSeg()
+    labels = torch.tensor([1, 0])
+    out = m(x, gate=labels, reconstruct=False)
+    assert out.reconstruction is None
+    masks = torch.zeros(2, 64, 64, dtype=torch.long)
+    terms = multitask_loss(out, x, labels, masks, reconstruction_weight=0.0, margin_weight=2.0, dense_weight=0.5)
+    assert terms.reconstruction.item() == 0.0 and terms.margin.item() > 0
+    expected = terms.activation + terms.segmentation + 2.0 * terms.margin + 0.5 * terms.dense
+    assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -76,3 +76,18 @@ def test_person_batches_keep_people_together():
     assert sorted(i for b in batches for i in b) == list(range(12))
     later = [list(sampler) for _ in range(5)]
     assert any(b != batches for b in later)  # people are reshuffled from epoch to epoch
+
+
+@pytest.mark.slow
+def test_extension_options_run_and_are_logged(tmp_path, astronaut):
+    """The shipped model's options (no reconstruction arm, margin and dense terms, AdamW) train and log their terms."""
+    data = _tiny_dataset(tmp_path / "data", astronaut, n_people=3)
+    out = tmp_path / "run"
+    train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
+                "--workers", "0", "--no-augment", "--reconstruction-weight", "0", "--margin", "1",
+                "--dense-activation", "1", "--optimizer", "adamw", "--weight-decay", "1e-4", "--by-person"])
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert row["step"] == 2
+    assert row["train_reconstruction"] == 0.0
+    assert row["train_margin"] > 0 and row["train_dense"] > 0
+    assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)

@@ -57,10 +57,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--optimizer", choices=["adam", "adamw"], default="adam",
+                   help="adam: the paper's (L2 weight decay inside Adam); adamw: decoupled weight decay")
     p.add_argument("--gamma", type=float, default=1.0, help="weight of segmentation + reconstruction")
+    p.add_argument("--reconstruction-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the reconstruction term inside gamma's bracket; 0 skips the reconstruction arm "
+                        "(about 40%% faster steps on CPU; the paper uses 1)")
     p.add_argument("--method-weight", type=float, default=0.5)
     p.add_argument("--dense-activation", type=float, default=0.0, metavar="W",
                    help="weight of the per-cell activation loss supervised by the exact masks (0 = the paper's recipe)")
+    p.add_argument("--activation-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the paper's activation loss (1 = the paper's recipe)")
+    p.add_argument("--margin", type=float, default=0.0, metavar="W",
+                   help="weight of a class-balanced cross-entropy on the halves' margin (0 = the paper's recipe)")
     p.add_argument("--by-person", action="store_true",
                    help="batches of whole people: real faces together with their own forgeries")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the run")
@@ -231,8 +240,9 @@ def train(args) -> Path:
 
     model = build_model(args).to(device).to(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-7,
-                                 weight_decay=args.weight_decay)
+    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-7,
+                                weight_decay=args.weight_decay)
     steps_per_epoch = len(loader)
     total = args.epochs * steps_per_epoch if not args.max_steps else min(args.max_steps, args.epochs * steps_per_epoch)
     scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -242,8 +252,10 @@ def train(args) -> Path:
         start_epoch, step, best = load_state(args.out / "last.pt", model, optimizer, scheduler)
         if main_process:
             print(f"resumed from {args.out / 'last.pt'}: epoch {start_epoch}, step {step}, best val AUC {best:.4f}")
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else model
+    net = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=args.reconstruction_weight == 0,  # the reconstruction arm sits idle then
+    ) if world > 1 else model
     autocast = autocast_for(device, args.precision)
     log_fields = None
 
@@ -257,10 +269,12 @@ def train(args) -> Path:
             x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             labels = batch["label"].to(device)
             with autocast():
-                out = net(x, gate=labels)
+                out = net(x, gate=labels, reconstruct=args.reconstruction_weight > 0)
                 terms = multitask_loss(out, x, labels, batch["mask"].to(device), batch["method"].to(device),
                                        gamma=args.gamma, method_weight=args.method_weight,
-                                       dense_weight=args.dense_activation)
+                                       dense_weight=args.dense_activation,
+                                       reconstruction_weight=args.reconstruction_weight,
+                                       margin_weight=args.margin, activation_weight=args.activation_weight)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
