@@ -88,6 +88,16 @@ def model_name(model) -> str:
     return str(getattr(model, "name", None) or type(model).__name__)
 
 
+def _verdict_fields(verdict: str, p_fake: float | None, method) -> dict:
+    """The leading fields of an image's or a video's ``to_dict``: verdict, p_fake and the method guess."""
+    return {
+        "verdict": verdict,
+        "p_fake": None if p_fake is None else round(p_fake, 4),
+        "method": None if method is None else {k: round(v, 4) for k, v in method.probs.items()},
+        "method_source": None if method is None else method.source,
+    }
+
+
 def verdict_text(p_fake: float | None, is_fake: bool | None) -> str:
     """Honest wording: the model's calibrated probability and which side of its threshold it falls."""
     if p_fake is None or is_fake is None:
@@ -319,12 +329,8 @@ class ImageAnalysis:
         return render.draw_boxes(out, [render.BoxLabel(f.box, f.label, f.is_fake) for f in self.faces], inplace=True)
 
     def to_dict(self) -> dict:
-        m = self.method
         return {
-            "verdict": self.verdict,
-            "p_fake": None if self.p_fake is None else round(self.p_fake, 4),
-            "method": None if m is None else {k: round(v, 4) for k, v in m.probs.items()},
-            "method_source": None if m is None else m.source,
+            **_verdict_fields(self.verdict, self.p_fake, self.method),
             "faces": [f.to_dict() for f in self.faces],
             "model": self.model,
             "threshold": self.threshold,
@@ -509,12 +515,8 @@ class VideoAnalysis:
         return text
 
     def to_dict(self) -> dict:
-        m = self.method
         return {
-            "verdict": self.verdict,
-            "p_fake": None if self.p_fake is None else round(self.p_fake, 4),
-            "method": None if m is None else {k: round(v, 4) for k, v in m.probs.items()},
-            "method_source": None if m is None else m.source,
+            **_verdict_fields(self.verdict, self.p_fake, self.method),
             "faces": [t.to_dict(self.threshold) for t in self.tracks],
             "frames": [{"t": round(f.t, 3), "p_fake": None if f.p_fake is None else round(f.p_fake, 4)}
                        for f in self.frames],

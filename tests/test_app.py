@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import struct
 import zlib
 from pathlib import Path
@@ -14,11 +13,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.media import free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")

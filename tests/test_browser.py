@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+
+from tests.media import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -17,11 +18,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +27,7 @@ def url():
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     import app
 
-    port = _free_port()
+    port = free_port()
     app.demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
                                                        prevent_thread_lock=True, quiet=True, show_error=True)
     try:

@@ -8,30 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from mtl.cli import main
+from tests.media import write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 ITEM_KEYS = {"path", "kind", "verdict", "p_fake", "method", "mask", "faces", "frames", "annotated", "error"}
-
-
-def _clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
-    with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=fps)
-        v.height, v.width = frames[0].shape[:2]
-        v.pix_fmt = "yuv420p"
-        for i, rgb in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = i
-            for p in v.encode(f):
-                out.mux(p)
-        for p in v.encode(None):
-            out.mux(p)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +28,8 @@ def inputs(tmp_path_factory, astronaut):
     (d / "notes.jpg").write_text("a text file pretending to be a photo\n")
     (d / "empty.mp4").write_bytes(b"")
     (d / "readme.txt").write_text("not an input: skipped when walking the folder")
-    _clip(d / "clip.mp4", [np.ascontiguousarray(astronaut[20 + i:276 + i, 100:356]) for i in range(12)])
+    write_clip(d / "clip.mp4", audio=False,
+               frames=[np.ascontiguousarray(astronaut[20 + i:276 + i, 100:356]) for i in range(12)])
     return d
 
 

@@ -201,7 +201,7 @@ def test_calibrate_cli_writes_config(tiny, tmp_path):
 
 def test_false_positive_rate_on_frames_of_real_videos(tmp_path):
     from mtl.model import ClassNSeg
-    from tests.test_video import write_clip
+    from tests.media import write_clip
     from train.evaluate import evaluate_real_videos
 
     torch.manual_seed(0)
