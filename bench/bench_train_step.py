@@ -1,0 +1,76 @@
+"""Training-step time of the paper's encoder against timm backbones (from scratch), on this machine.
+
+    python bench/bench_train_step.py [--encoders classnseg timm/resnet18 ...] [--batch 16] [--threads 2] [--reps 5]
+
+One step = forward (decoder fed the true label's half), the loss as train.train computes it, backward and an AdamW
+update, under bf16 autocast with channels-last tensors where the CPU has bf16 (as train.train runs). Prints each
+encoder's parameter count, the median step time, faces per second and the ratio against the first encoder in the list,
+all measured in this run. ``--reconstruction`` also runs the reconstruction arm (the paper's recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mtl.fastpath import cpu_has_bf16  # noqa: E402
+from mtl.losses import multitask_loss  # noqa: E402
+from mtl.model import ClassNSeg  # noqa: E402
+
+DEFAULT_ENCODERS = ["classnseg", "timm/resnet18", "timm/mobilenetv3_large_100", "timm/efficientnet_b0"]
+
+
+def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> tuple[float, int]:
+    torch.manual_seed(0)
+    model = ClassNSeg(encoder=encoder).to(memory_format=torch.channels_last).train()
+    params = sum(p.numel() for p in model.encoder.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, 3, 256, 256).contiguous(memory_format=torch.channels_last)
+    labels = torch.arange(batch) % 2
+    masks = torch.randint(0, 2, (batch, 256, 256))
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_has_bf16() else nullcontext
+    times = []
+    for _ in range(reps + 1):  # the first step warms up and is not counted
+        t = time.perf_counter()
+        with autocast():
+            out = model(x, gate=labels, reconstruct=reconstruction)
+            terms = multitask_loss(out, x, labels, masks, reconstruction_weight=float(reconstruction),
+                                   margin_weight=1.0, dense_weight=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:]), params
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoders", nargs="+", default=DEFAULT_ENCODERS)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reconstruction", action="store_true", help="also run the reconstruction arm")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"batch {args.batch}, {args.threads} threads, bf16 autocast: {cpu_has_bf16()}, "
+          f"reconstruction arm: {args.reconstruction}")
+    base = None
+    for enc in args.encoders:
+        seconds, params = step_seconds(enc, args.batch, args.reps, args.reconstruction)
+        base = base or seconds
+        print(f"{enc:<30} encoder {params / 1e6:5.2f} M params  step {seconds * 1000:7.0f} ms  "
+              f"{args.batch / seconds:6.1f} faces/s  x{seconds / base:.2f} the time of {args.encoders[0]}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
