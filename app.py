@@ -107,12 +107,10 @@ def run_image(image):
     return _shrink(r.annotated()), text, method, gallery, r.to_dict()
 
 
-def clear_outputs(n: int):
-    """A handler that empties ``n`` output components (run before each analysis)."""
-    def clear():
-        return (None,) * n if n > 1 else None
-
-    return clear
+def clearing(outputs: list) -> dict:
+    """Event arguments that empty ``outputs`` at once (chained before each analysis with ``.then``)."""
+    return dict(fn=lambda: (None,) * len(outputs), inputs=None, outputs=outputs, queue=False,
+                api_visibility="private")
 
 
 def _clean_work_dir(max_age_s: float = 3600) -> None:
@@ -303,15 +301,12 @@ with gr.Blocks(title="Manipulated face detector (ClassNSeg)", delete_cache=(3600
     # Each run first clears the previous result, so that an input that is then refused (not an image, a truncated
     # clip) leaves an empty panel beside its error message, never the last photo's verdict.
     video_outputs = [video_out, video_plot, video_verdict, video_method, video_details]
-    clear_image = dict(fn=clear_outputs(len(image_outputs)), inputs=None, outputs=image_outputs, queue=False,
-                       api_visibility="private")
-    image_btn.click(**clear_image).then(run_image, inputs=[image_in], outputs=image_outputs,
-                                        api_name="analyze_image", concurrency_limit=2)
-    image_in.upload(**clear_image).then(run_image, inputs=[image_in], outputs=image_outputs,
-                                        api_visibility="private", concurrency_limit=2)
-    video_btn.click(clear_outputs(len(video_outputs)), None, video_outputs, queue=False, api_visibility="private") \
-        .then(run_video, inputs=[video_in, every_in], outputs=video_outputs, api_name="analyze_video",
-              concurrency_limit=1)
+    image_btn.click(**clearing(image_outputs)).then(run_image, inputs=[image_in], outputs=image_outputs,
+                                                    api_name="analyze_image", concurrency_limit=2)
+    image_in.upload(**clearing(image_outputs)).then(run_image, inputs=[image_in], outputs=image_outputs,
+                                                    api_visibility="private", concurrency_limit=2)
+    video_btn.click(**clearing(video_outputs)).then(run_video, inputs=[video_in, every_in], outputs=video_outputs,
+                                                    api_name="analyze_video", concurrency_limit=1)
     demo.load(about_text, None, about, api_visibility="private")
 
 

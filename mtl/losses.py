@@ -120,6 +120,6 @@ def multitask_loss(
     )
     dense = dense_activation_loss(out.latent, masks) if dense_weight else zero
     margin = margin_loss(out.activations, labels) if margin_weight else zero
-    total = (activation_weight * act + gamma * (seg + reconstruction_weight * rec) + method_weight * meth + dense_weight * dense
-             + margin_weight * margin)
+    total = (activation_weight * act + gamma * (seg + reconstruction_weight * rec) + method_weight * meth
+             + dense_weight * dense + margin_weight * margin)
     return LossTerms(total, act, seg, rec, meth, dense, margin)
