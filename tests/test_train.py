@@ -91,3 +91,27 @@ def test_extension_options_run_and_are_logged(tmp_path, astronaut):
     assert row["train_reconstruction"] == 0.0
     assert row["train_margin"] > 0 and row["train_dense"] > 0
     assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)
+
+
+def test_augmentation_keeps_the_mask_on_the_manipulated_pixels():
+    """Geometry moves image and mask together; black out-of-frame margins carry no mask; the mask stays binary."""
+    from train.data import augment_pair
+
+    rgb = np.full((256, 256, 3), 60, np.uint8)
+    rgb[80:176, 64:160] = 220
+    mask = np.zeros((256, 256), np.uint8)
+    mask[80:176, 64:160] = 255
+    margins = 0
+    for seed in range(40):
+        out, m = augment_pair(rgb, mask, np.random.default_rng(seed))
+        assert out.shape == rgb.shape and out.dtype == np.uint8 and m.shape == mask.shape
+        assert set(np.unique(m)) <= {0, 255}
+        inside = out[m == 255].mean()
+        outside = out[(m == 0) & (out.max(axis=2) > 0)].mean()
+        assert inside > outside + 60, seed
+        black = out.max(axis=2) == 0
+        assert not (black & (m == 255)).any()
+        margins += bool(black[:, :8].all() or black[:, -8:].all() or black[:8].all() or black[-8:].all())
+        again, m2 = augment_pair(rgb, mask, np.random.default_rng(seed))
+        assert np.array_equal(again, out) and np.array_equal(m2, m)
+    assert 2 <= margins <= 20  # about one crop in five runs past the frame's edge

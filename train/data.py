@@ -36,7 +36,12 @@ def read_manifest(root: str | Path, split: str | None = None) -> list[dict]:
 
 
 def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The same random geometry for image and mask; photometric changes on the image only."""
+    """The same random geometry for image and mask; photometric changes on the image only.
+
+    Besides the usual jitter it imitates what video frames do to a face crop, with the same odds for real and fake
+    faces so that none of it can mark a class: lost resolution (a small face scaled up), blur, JPEG down to quality
+    40, and the black margin that ``crop_square`` leaves where a face's square runs past the frame's edge.
+    """
     size = rgb.shape[0]
     if rng.random() < 0.5:
         rgb, mask = rgb[:, ::-1], mask[:, ::-1]
@@ -53,11 +58,23 @@ def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) ->
     grey = img.mean(axis=2, keepdims=True)
     img = grey + (img - grey) * rng.uniform(0.7, 1.3)  # saturation
     rgb = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:  # a small face scaled up
+        small = max(int(size * rng.uniform(0.3, 0.75)), 16)
+        rgb = cv2.resize(cv2.resize(rgb, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                         interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
     if rng.random() < 0.3:
         rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.3, 1.2))
     if rng.random() < 0.7:
-        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 96))])
+        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
         rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    if rng.random() < 0.2:  # the face's square runs past one or two edges of the frame
+        rgb, mask = rgb.copy(), mask.copy()
+        for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
+            w = int(size * rng.uniform(0.03, 0.2))
+            region = [(slice(0, w), slice(None)), (slice(size - w, size), slice(None)),
+                      (slice(None), slice(0, w)), (slice(None), slice(size - w, size))][side]
+            rgb[region] = 0
+            mask[region] = 0
     return rgb, mask
 
 
