@@ -115,3 +115,27 @@ def test_augmentation_keeps_the_mask_on_the_manipulated_pixels():
         again, m2 = augment_pair(rgb, mask, np.random.default_rng(seed))
         assert np.array_equal(again, out) and np.array_equal(m2, m)
     assert 2 <= margins <= 20  # about one crop in five runs past the frame's edge
+
+
+@pytest.mark.slow
+def test_the_same_script_trains_under_torchrun(tmp_path, astronaut):
+    """Two processes under torchrun (DDP over gloo on CPU) run the unchanged trainer; rank 0 alone writes the run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = _tiny_dataset(tmp_path / "data", astronaut, n_people=3)
+    out = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "train.train", "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "4",
+           "--workers", "0", "--no-augment", "--seed", "0", "--threads", "1"]
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]  # one log, written once per epoch by rank 0
+    # 24 training samples (2 people x 12) split over 2 ranks at 4 per batch: 3 optimiser steps per epoch, not 6
+    assert [row["step"] for row in log] == [3, 6]
+    assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)
