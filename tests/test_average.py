@@ -1,0 +1,46 @@
+"""Checkpoint averaging: the mean of the weights, from directories and trainer states, and refusals."""
+
+import pytest
+import torch
+
+from mtl import load_model
+from mtl.model import ClassNSeg
+from train.average import average_checkpoints, main as average_main
+
+
+def _checkpoint(path, seed, **kwargs):
+    torch.manual_seed(seed)
+    model = ClassNSeg(method_head=True, **kwargs).eval()
+    model.set_calibration(5.0, 1.0, 0.8)
+    model.save_pretrained(path)
+    return model
+
+
+def test_the_average_is_the_mean_of_the_weights_and_starts_uncalibrated(tmp_path):
+    a = _checkpoint(tmp_path / "a", 0)
+    b = _checkpoint(tmp_path / "b", 1)
+    torch.manual_seed(2)
+    c = ClassNSeg(method_head=True).eval()
+    # a trainer's last.pt counts as a checkpoint too
+    torch.save({"model": c.state_dict(), "config": c.config, "epoch": 3}, tmp_path / "last.pt")
+
+    average_main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "last.pt"), "--out", str(tmp_path / "avg")])
+    mean = load_model(tmp_path / "avg")
+    sa, sb, sc, sm = a.state_dict(), b.state_dict(), c.state_dict(), mean.state_dict()
+    for key in ("encoder.layers.0.weight", "method_head.5.bias"):
+        assert not torch.equal(sa[key], sb[key])
+        torch.testing.assert_close(sm[key], (sa[key] + sb[key] + sc[key]) / 3)
+    bn_stats = [k for k in sm if k.endswith("running_var")]
+    assert bn_stats and all(torch.allclose(sm[k], (sa[k] + sb[k] + sc[k]) / 3) for k in bn_stats)
+    # the inputs' calibration does not describe the mean: identity until refitted
+    assert (mean.calibration_scale, mean.calibration_bias, mean.threshold) == (1.0, 0.0, 0.5)
+    assert mean.method_head is not None
+
+
+def test_different_architectures_are_refused(tmp_path):
+    _checkpoint(tmp_path / "a", 0)
+    _checkpoint(tmp_path / "b", 1, latent_channels=64)
+    with pytest.raises(SystemExit, match="different architecture"):
+        average_checkpoints([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(SystemExit, match="neither a checkpoint directory"):
+        average_checkpoints([tmp_path / "a", tmp_path / "missing"])

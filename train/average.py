@@ -1,0 +1,104 @@
+"""Average the weights of several checkpoints of one training trajectory (checkpoint averaging, as in SWA).
+
+    python -m train.average --out DIR CKPT CKPT [CKPT ...] [--calibrate ROOT [--target-fpr 0.01]]
+
+Each CKPT is a checkpoint directory (``config.json`` + ``model.safetensors``, e.g. a run's ``best/``) or a trainer's
+``last.pt``. They must share the architecture (encoder, latent width, method head). Floating-point tensors, the
+batch-norm running statistics included, are averaged with equal weights; integer buffers are taken from the first.
+
+Averaging only makes sense for checkpoints on one trajectory (a run and its continuations): weights from
+independent runs sit in different basins and their mean is a broken network.
+
+The probability calibration of the inputs does not carry over to the mean, so the output starts with the identity
+map; ``--calibrate ROOT`` fits it on ROOT's validation split right away (the same code as ``train.calibrate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ARCHITECTURE = ("encoder", "latent_channels", "method_head")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, state dict) of a checkpoint directory or a trainer's ``last.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        from mtl import load_model
+
+        model = load_model(path)
+        return model.config, model.state_dict()
+    if path.suffix == ".pt" and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "model" not in state or "config" not in state:
+            raise SystemExit(f"{path}: not a trainer state (expected the 'model' and 'config' of train.train's last.pt)")
+        return dict(state["config"]), state["model"]
+    raise SystemExit(f"{path}: neither a checkpoint directory nor a trainer's last.pt")
+
+
+def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of floating-point tensors (computed in float64); other tensors from the first."""
+    if not states:
+        raise ValueError("nothing to average")
+    keys = list(states[0])
+    for i, s in enumerate(states[1:], 1):
+        if set(s) != set(keys):
+            raise ValueError(f"checkpoint {i} has different tensors from checkpoint 0: "
+                             f"{sorted(set(s) ^ set(keys))[:5]}")
+    out = {}
+    for k in keys:
+        first = states[0][k]
+        if any(s[k].shape != first.shape for s in states):
+            raise ValueError(f"tensor {k!r} differs in shape between checkpoints")
+        if first.is_floating_point():
+            out[k] = (sum(s[k].detach().double() for s in states) / len(states)).to(first.dtype)
+        else:
+            out[k] = first.clone()
+    return out
+
+
+def average_checkpoints(paths: list[str | Path], name: str | None = None):
+    """A ClassNSeg holding the mean weights of ``paths`` (identity calibration, threshold 0.5)."""
+    from mtl.model import ClassNSeg
+
+    configs, states = zip(*(read_checkpoint(p) for p in paths))
+    for p, c in zip(paths[1:], configs[1:]):
+        differs = {k: (configs[0].get(k), c.get(k)) for k in ARCHITECTURE if c.get(k) != configs[0].get(k)}
+        if differs:
+            raise SystemExit(f"{p}: a different architecture from {paths[0]}: {differs}")
+    config = {k: configs[0][k] for k in ARCHITECTURE}
+    model = ClassNSeg(**config, name=name or configs[0].get("name", "classnseg"),
+                      description=configs[0].get("description", ""))
+    model.load_state_dict(average_state_dicts([{k: v.cpu() for k, v in s.items()} for s in states]))
+    return model.eval()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint directories or last.pt files of one trajectory")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", help="model name stored in config.json (default: the first checkpoint's)")
+    p.add_argument("--calibrate", type=Path, metavar="ROOT", help="fit the calibration on ROOT's val split")
+    p.add_argument("--target-fpr", type=float, default=0.01)
+    args = p.parse_args(argv)
+    if len(args.checkpoints) < 2:
+        p.error("give at least two checkpoints")
+
+    model = average_checkpoints(args.checkpoints, args.name)
+    model.save_pretrained(args.out)
+    print(f"averaged {len(args.checkpoints)} checkpoints -> {args.out}")
+    if args.calibrate is not None:
+        from .calibrate import main as calibrate
+
+        return calibrate(["--data", str(args.calibrate), "--split", "val", "--model", str(args.out),
+                          "--target-fpr", str(args.target_fpr)])
+    print(f"its calibration is the identity: fit it with python -m train.calibrate --data ROOT --model {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
