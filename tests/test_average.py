@@ -35,6 +35,8 @@ def test_the_average_is_the_mean_of_the_weights_and_starts_uncalibrated(tmp_path
     # the inputs' calibration does not describe the mean: identity until refitted
     assert (mean.calibration_scale, mean.calibration_bias, mean.threshold) == (1.0, 0.0, 0.5)
     assert mean.method_head is not None
+    # nor does the first input's description, which quotes that checkpoint's own figures
+    assert mean.config.get("description", "").startswith("Mean of the weights of ")
 
 
 def test_different_architectures_are_refused(tmp_path):

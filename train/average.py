@@ -71,8 +71,9 @@ def average_checkpoints(paths: list[str | Path], name: str | None = None):
         if differs:
             raise SystemExit(f"{p}: a different architecture from {paths[0]}: {differs}")
     config = {k: configs[0][k] for k in ARCHITECTURE}
-    model = ClassNSeg(**config, name=name or configs[0].get("name", "classnseg"),
-                      description=configs[0].get("description", ""))
+    # the inputs' descriptions quote their own figures, which the average does not share
+    description = "Mean of the weights of " + ", ".join(str(p) for p in paths) + " (python -m train.average)."
+    model = ClassNSeg(**config, name=name or configs[0].get("name", "classnseg"), description=description)
     model.load_state_dict(average_state_dicts([{k: v.cpu() for k, v in s.items()} for s in states]))
     return model.eval()
 
