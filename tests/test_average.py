@@ -42,7 +42,18 @@ def test_the_average_is_the_mean_of_the_weights_and_starts_uncalibrated(tmp_path
 def test_different_architectures_are_refused(tmp_path):
     _checkpoint(tmp_path / "a", 0)
     _checkpoint(tmp_path / "b", 1, latent_channels=64)
-    with pytest.raises(SystemExit, match="different architecture"):
+    with pytest.raises(ValueError, match="different architecture"):
         average_checkpoints([tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(SystemExit, match="neither a checkpoint directory"):
+    with pytest.raises(ValueError, match="neither a checkpoint directory"):
         average_checkpoints([tmp_path / "a", tmp_path / "missing"])
+
+
+def test_cli_reports_wrong_inputs_in_one_line(tmp_path, capsys):
+    from train.average import main
+
+    _checkpoint(tmp_path / "a", 0)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "out"), str(tmp_path / "a"), str(tmp_path / "missing")])
+    assert exit_.value.code == 2
+    assert "neither a checkpoint directory" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -35,9 +35,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if path.suffix == ".pt" and path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "model" not in state or "config" not in state:
-            raise SystemExit(f"{path}: not a trainer state (expected the 'model' and 'config' of train.train's last.pt)")
+            raise ValueError(f"{path}: not a trainer state (expected the 'model' and 'config' of train.train's last.pt)")
         return dict(state["config"]), state["model"]
-    raise SystemExit(f"{path}: neither a checkpoint directory nor a trainer's last.pt")
+    raise ValueError(f"{path}: neither a checkpoint directory nor a trainer's last.pt")
 
 
 def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -69,7 +69,7 @@ def average_checkpoints(paths: list[str | Path], name: str | None = None):
     for p, c in zip(paths[1:], configs[1:]):
         differs = {k: (configs[0].get(k), c.get(k)) for k in ARCHITECTURE if c.get(k) != configs[0].get(k)}
         if differs:
-            raise SystemExit(f"{p}: a different architecture from {paths[0]}: {differs}")
+            raise ValueError(f"{p}: a different architecture from {paths[0]}: {differs}")
     config = {k: configs[0][k] for k in ARCHITECTURE}
     # the inputs' descriptions quote their own figures, which the average does not share
     description = "Mean of the weights of " + ", ".join(str(p) for p in paths) + " (python -m train.average)."
@@ -89,7 +89,10 @@ def main(argv=None) -> int:
     if len(args.checkpoints) < 2:
         p.error("give at least two checkpoints")
 
-    model = average_checkpoints(args.checkpoints, args.name)
+    try:
+        model = average_checkpoints(args.checkpoints, args.name)
+    except ValueError as e:  # wrong inputs: one line for the user, not a traceback
+        p.error(str(e))
     model.save_pretrained(args.out)
     print(f"averaged {len(args.checkpoints)} checkpoints -> {args.out}")
     if args.calibrate is not None:
