@@ -139,3 +139,19 @@ def test_the_same_script_trains_under_torchrun(tmp_path, astronaut):
     # 24 training samples (2 people x 12) split over 2 ranks at 4 per batch: 3 optimiser steps per epoch, not 6
     assert [row["step"] for row in log] == [3, 6]
     assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)
+
+
+def test_a_checkpoint_without_a_method_head_gets_a_fresh_one_and_keeps_its_weights():
+    from mtl.model import ClassNSeg
+    from train.train import with_new_method_head
+
+    torch.manual_seed(0)
+    plain = ClassNSeg(name="plain").eval()
+    headed = with_new_method_head(plain).eval()
+    assert headed.method_head is not None and headed.config["method_head"] is True
+    assert headed.name == "plain"
+    for key, value in plain.state_dict().items():
+        assert torch.equal(headed.state_dict()[key], value), key
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.allclose(plain.predict(x).p_fake, headed.predict(x).p_fake)

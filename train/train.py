@@ -205,10 +205,23 @@ def build_model(args) -> ClassNSeg:
 
         model = load_model(args.init)
         if args.method_head and model.method_head is None:
-            raise SystemExit("--method-head: the --init checkpoint has none; train it from scratch with the head")
+            model = with_new_method_head(model)
+        if args.name:
+            model.name = args.name
         return model
     return ClassNSeg(encoder=args.encoder, latent_channels=args.latent_channels, method_head=args.method_head,
                      name=args.name or args.out.name)
+
+
+def with_new_method_head(model: ClassNSeg) -> ClassNSeg:
+    """The same network with a freshly initialised method head: fine-tune a checkpoint that has none (such as the
+    authors' converted weights) with ``--method-head``. Every other weight is carried over exactly."""
+    config = dict(model.config, method_head=True)
+    fresh = ClassNSeg(**config)
+    missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("method_head.") for key in missing):
+        raise ValueError(f"cannot add a method head: missing {missing}, unexpected {unexpected}")
+    return fresh
 
 
 # -- the loop --------------------------------------------------------------------------------------------------------
