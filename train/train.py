@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--encoder", default="classnseg", help="'classnseg' (the paper's) or 'timm/<name>'")
     p.add_argument("--latent-channels", type=int, default=128)
-    p.add_argument("--method-head", action="store_true", help="also predict the manipulation family")
+    p.add_argument("--method-head", action="store_true", help="also predict the manipulation family (with --init: a fresh head if the checkpoint has none)")
     p.add_argument("--init", help="start from this checkpoint (dir or Hub id): fine-tuning")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0 = no limit)")
@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target-fpr", type=float, default=0.01, help="calibration: FPR on validation reals")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
-    p.add_argument("--name", default=None, help="model name stored in config.json (default: OUT's name)")
+    p.add_argument("--name", default=None, help="model name stored in config.json (default: OUT's name; with --init, that checkpoint's)")
     return p.parse_args(argv)
 
 
