@@ -10,15 +10,18 @@ real faces. Items are dicts:
     method int64, index in FAMILIES, -1 for reals or unknown families
 
 Training augmentation is applied identically to reals and fakes (and geometrically to the mask), so that no
-augmentation can become the label: horizontal flip, a small scale/shift of the crop, colour jitter, blur and a
-random JPEG re-compression (quality 60-95).
+augmentation can become the label: horizontal flip, a small scale/shift of the crop, colour jitter, lost
+resolution, blur, black margins, and a random JPEG re-compression (quality 40-95) or, with ``h264`` > 0, sometimes
+an H.264 round trip instead (what a face in a video goes through).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import torch
@@ -35,12 +38,38 @@ def read_manifest(root: str | Path, split: str | None = None) -> list[dict]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
-def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def h264_round_trip(rgb: np.ndarray, crf: int, frames: int = 2) -> np.ndarray:
+    """The crop through libx264 (yuv420p, preset veryfast) at constant-rate factor ``crf``: the last of a few frames
+    that move into place (0.7 and 0.4 px per frame), so it comes back motion-predicted (a P-frame), at its own position.
+
+    FaceForensics++ ships its videos at crf 23 ("c23") and 40 ("c40"); the app's clips come through such codecs too.
+    """
+    buf = io.BytesIO()
+    h, w = rgb.shape[:2]
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": str(int(crf)), "preset": "veryfast", "threads": "1"}
+        for k in reversed(range(frames)):
+            shift = np.float32([[1, 0, 0.7 * k], [0, 1, 0.4 * k]])
+            frame = cv2.warpAffine(rgb, shift, (w, h), borderMode=cv2.BORDER_REFLECT)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        out.mux(stream.encode())
+    buf.seek(0)
+    with av.open(buf) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return decoded[-1]
+
+
+def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                 h264: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The same random geometry for image and mask; photometric changes on the image only.
 
     Besides the usual jitter it imitates what video frames do to a face crop, with the same odds for real and fake
     faces so that none of it can mark a class: lost resolution (a small face scaled up), blur, JPEG down to quality
-    40, and the black margin that ``crop_square`` leaves where a face's square runs past the frame's edge.
+    40 (or, with probability ``h264``, an H.264 round trip at crf 18-38 instead), and the black margin that
+    ``crop_square`` leaves where a face's square runs past the frame's edge. With ``h264`` 0 no random number is
+    drawn for it, so a seed gives the same augmentation as before the option existed.
     """
     size = rgb.shape[0]
     if rng.random() < 0.5:
@@ -64,7 +93,9 @@ def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) ->
                          interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
     if rng.random() < 0.3:
         rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.3, 1.2))
-    if rng.random() < 0.7:
+    if h264 > 0 and rng.random() < h264:
+        rgb = h264_round_trip(np.ascontiguousarray(rgb), int(rng.integers(18, 39)))
+    elif rng.random() < 0.7:
         ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
         rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
     if rng.random() < 0.2:  # the face's square runs past one or two edges of the frame
@@ -88,8 +119,10 @@ def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int) -> dict:
 
 
 class ManifestDataset(torch.utils.data.Dataset):
-    def __init__(self, root, split: str, augment: bool = False, seed: int = 0, rows: list[dict] | None = None):
+    def __init__(self, root, split: str, augment: bool = False, seed: int = 0, rows: list[dict] | None = None,
+                 h264: float = 0.0):
         self.root = Path(root)
+        self.h264 = h264
         self.rows = rows if rows is not None else read_manifest(self.root, split)
         if not self.rows:
             raise ValueError(f"{self.root / 'manifest.csv'} has no samples in split {split!r}")
@@ -120,7 +153,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         rgb, mask = self._read(row)
         if self.augment:
             rng = np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
-            rgb, mask = augment_pair(rgb, mask, rng)
+            rgb, mask = augment_pair(rgb, mask, rng, h264=self.h264)
         label = 1 if row["label"] == "real" else 0
         method = _FAMILY_INDEX.get(row["method"], -1) if label == 0 else -1
         return _item(rgb, mask, label, method)
@@ -139,7 +172,7 @@ class ForgeDataset(torch.utils.data.Dataset):
 
     def __init__(self, faces, split: str = "train", augment: bool = False, fakes_per_real: int = 1, seed: int = 0,
                  val_frac: float = 0.1, test_frac: float = 0.1, limit: int | None = None, person_rule: str = "auto",
-                 split_seed: int = 0):
+                 split_seed: int = 0, h264: float = 0.0):
         from train.build_dataset import plan_jobs, select_photos
 
         # the split depends on split_seed only: a val set made with another forgery seed shares no person with train
@@ -150,6 +183,7 @@ class ForgeDataset(torch.utils.data.Dataset):
             raise ValueError(f"no photos under {faces} fall in split {split!r}")
         self.per_photo = fakes_per_real + 1
         self.augment = augment
+        self.h264 = h264
         self.seed = seed
         self.epoch = 0
         # OpenCV's thread pool does not survive a fork: keep it serial so forked DataLoader workers cannot hang
@@ -183,7 +217,7 @@ class ForgeDataset(torch.utils.data.Dataset):
         rgb, mask, family = self._sample(index)
         if self.augment:
             rng = np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
-            rgb, mask = augment_pair(rgb, mask, rng)
+            rgb, mask = augment_pair(rgb, mask, rng, h264=self.h264)
         label = 1 if family is None else 0
         return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
 

@@ -80,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-limit", type=int, default=0, help="validate on at most this many samples (0 = all)")
     p.add_argument("--target-fpr", type=float, default=0.01, help="calibration: FPR on validation reals")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--h264", type=float, default=0.0, metavar="P",
+                   help="augmentation: the share of training crops sent through an H.264 round trip (crf 18-38) "
+                        "instead of the JPEG step, as faces in videos are (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--name", default=None, help="model name stored in config.json (default: OUT's name; with --init, that checkpoint's)")
     return p.parse_args(argv)
@@ -113,13 +116,14 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
 
     train_sets, val_sets = [], []
     for root in args.data:
-        train_sets.append(ManifestDataset(root, "train", augment=not args.no_augment))
+        train_sets.append(ManifestDataset(root, "train", augment=not args.no_augment, h264=args.h264))
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
         from .data import ForgeDataset
 
-        train_sets.append(ForgeDataset(args.faces, split="train", seed=args.seed, augment=not args.no_augment))
+        train_sets.append(ForgeDataset(args.faces, split="train", seed=args.seed, augment=not args.no_augment,
+                                       h264=args.h264))
         if args.val_data is None and not args.data:
             val_sets.append(ForgeDataset(args.faces, split="val", seed=args.seed + 1))
     if args.val_data is not None:

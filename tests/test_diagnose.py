@@ -1,0 +1,155 @@
+"""train.diagnose: degradations and forgery visibility on a tiny dataset made here."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from train import diagnose as D
+from train import evaluate as E
+from train import metrics as M
+from train.data import ManifestDataset, augment_pair, h264_round_trip
+
+
+def test_h264_round_trip_is_lossy_but_close(astronaut):
+    crop = np.ascontiguousarray(astronaut[:256, 128:384])
+    out = h264_round_trip(crop, crf=30)
+    assert out.shape == crop.shape and out.dtype == np.uint8
+    mse = np.mean((out.astype(float) - crop.astype(float)) ** 2)
+    assert mse > 0.5  # the codec changed it
+    assert 10 * np.log10(255**2 / mse) > 25  # but it is still the same picture (PSNR in dB)
+    assert np.array_equal(h264_round_trip(crop, crf=30), out)  # deterministic
+
+
+def test_h264_augmentation_replaces_the_jpeg_step_when_asked(monkeypatch):
+    import train.data
+
+    calls = []
+    monkeypatch.setattr(train.data, "h264_round_trip", lambda rgb, crf: calls.append(crf) or rgb)
+    rgb, mask = np.full((64, 64, 3), 128, np.uint8), np.zeros((64, 64), np.uint8)
+    for seed in range(20):
+        augment_pair(rgb, mask, np.random.default_rng(seed))
+    assert calls == []  # off by default
+    for seed in range(20):
+        augment_pair(rgb, mask, np.random.default_rng(seed), h264=1.0)
+    assert len(calls) == 20 and all(18 <= c <= 38 for c in calls)
+
+
+def test_training_data_passes_the_h264_share_on(built, tmp_path):
+    from train.train import build_datasets, parse_args
+
+    root, _ = built
+    for folder in ("images", "masks"):
+        (tmp_path / folder).symlink_to(root / folder)
+    lines = (root / "manifest.csv").read_text().splitlines()
+    rows = [line.replace(",test", ",train" if i % 2 else ",val") for i, line in enumerate(lines[1:])]
+    (tmp_path / "manifest.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    args = parse_args(["--data", str(tmp_path), "--out", "unused", "--h264", "0.3"])
+    train_set, _ = build_datasets(args)
+    assert isinstance(train_set, ManifestDataset) and train_set.h264 == 0.3
+
+
+def test_real_twins_follow_the_builders_names():
+    rows = [
+        {"image": "images/000001_0_real.jpg", "label": "real"},
+        {"image": "images/000001_1_deepfake.jpg", "label": "fake"},
+        {"image": "images/000001_2_selfblend.jpg", "label": "fake"},
+        {"image": "images/000002_1_faceswap.jpg", "label": "fake"},  # its real crop is not listed
+        {"image": "other/000001_1_deepfake.jpg", "label": "fake"},  # another folder: another photo
+    ]
+    assert D.real_twins(rows) == {"images/000001_1_deepfake.jpg": "images/000001_0_real.jpg",
+                                  "images/000001_2_selfblend.jpg": "images/000001_0_real.jpg"}
+
+
+# photo id, family, how far the forgery moves the pixels inside its mask
+FORGERIES = [(0, "deepfake", 1), (1, "deepfake", 3), (2, "selfblend", 6), (3, "selfblend", 12), (4, "faceswap", 40)]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A split written the way train.build_dataset names things: each photo's real crop and one forgery of it."""
+    root = tmp_path_factory.mktemp("built")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    mask = np.zeros((256, 256), np.uint8)
+    mask[64:192, 64:192] = 255
+    Image.fromarray(mask).save(root / "masks" / "m.png")
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask", "label", "method", "person", "split"])
+        for photo, family, delta in FORGERIES:
+            real = rng.integers(40, 200, (256, 256, 3), dtype=np.uint8)
+            fake = real.copy()
+            fake[64:192, 64:192] += np.uint8(delta)
+            Image.fromarray(real).save(root / "images" / f"{photo:06d}_0_real.png")
+            Image.fromarray(fake).save(root / "images" / f"{photo:06d}_1_{family}.png")
+            w.writerow([f"images/{photo:06d}_0_real.png", "", "real", "", f"p{photo}", "test"])
+            w.writerow([f"images/{photo:06d}_1_{family}.png", "masks/m.png", "fake", family, f"p{photo}", "test"])
+
+    from mtl import load_model
+    from mtl.model import ClassNSeg
+
+    torch.manual_seed(0)
+    ClassNSeg(name="tiny-random").save_pretrained(root / "ckpt")
+    return root, load_model(root / "ckpt")
+
+
+def test_visibility_is_the_change_inside_the_mask(built):
+    root, _ = built
+    data = E.open_split(root, "test")
+    vis = D.visibility(root, data.rows)
+    got = {r["image"]: v for r, v in zip(data.rows, vis)}
+    for photo, family, delta in FORGERIES:
+        assert got[f"images/{photo:06d}_1_{family}.png"] == pytest.approx(delta)
+        assert np.isnan(got[f"images/{photo:06d}_0_real.png"])
+
+
+def test_visibility_pairs_a_subset_against_the_whole_manifest(built):
+    root, _ = built
+    fakes_only = [r for r in E.open_split(root, "test").rows if r["label"] == "fake"]
+    assert np.isfinite(D.visibility(root, fakes_only)).all()
+
+
+def test_by_visibility_bins_each_forgery_once(built):
+    root, model = built
+    result = D.by_visibility(model, E.open_split(root, "test"), precision="fp32")
+    assert result["paired"] == result["fakes"] == len(FORGERIES)
+    counts = {fam: [b["n"] for b in d["bins"]] for fam, d in result["families"].items()}
+    assert counts == {"deepfake": [1, 1, 0, 0, 0], "selfblend": [0, 0, 1, 1, 0], "faceswap": [0, 0, 0, 0, 1]}
+    assert "faceswap" in D.format_visibility(result)
+
+
+def test_no_degradation_scores_as_evaluate_does(built):
+    root, model = built
+    data = E.open_split(root, "test")
+    (row,) = D.degradations(model, data, ["none"], precision="fp32")
+    s = E.collect(model, data, precision="fp32")
+    fake = s["label"] == 0
+    assert row["auc"]["all"] == pytest.approx(M.roc_auc(fake, s["p_fake"]))
+    assert row["real_flagged"] == pytest.approx(float((s["p_fake"][~fake] > model.threshold).mean()))
+    assert np.isnan(row["auc"]["reenact"])  # no reenact forgeries here
+
+
+def test_a_degradation_changes_the_crops_the_same_way_every_time(built):
+    root, _ = built
+    data = E.open_split(root, "test")
+    plain = data[1]["image"]
+    once = D.DegradedFrames(data, D.DEGRADATIONS["jpeg 40-60"])[1]["image"]
+    again = D.DegradedFrames(data, D.DEGRADATIONS["jpeg 40-60"])[1]["image"]
+    assert torch.equal(once, again)
+    assert not torch.equal(once, plain)
+
+
+def test_cli_prints_the_table_and_writes_json(built, tmp_path, capsys):
+    root, _ = built
+    out = tmp_path / "d.json"
+    D.main(["degradations", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"),
+            "--only", "none", "--only", "blur 0.3-1.2", "--precision", "fp32", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "blur 0.3-1.2" in printed and "reals flagged" in printed
+    import json
+
+    assert [r["degradation"] for r in json.loads(out.read_text())] == ["none", "blur 0.3-1.2"]

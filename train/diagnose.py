@@ -1,0 +1,215 @@
+"""Where a detector's evidence runs out: two diagnostics beside ``train.evaluate``'s scores.
+
+``degradations``: the split scored again after each of the degradations that training imitates (lost resolution,
+blur, JPEG, an H.264 round trip, the whole training augmentation). Per family AUC, and the share of real faces
+judged fake at the model's own threshold. If the training augmentation erased the evidence, or if video coding alone
+made real faces look fake, it shows here.
+
+``visibility``: each forgery of a ``train.build_dataset`` split is paired with the real crop of the same photo, and
+scored by how much it changed the pixels (mean absolute difference inside its mask, in grey levels). AUC per family
+within bins of that visibility tells whether a family is hard because its forgeries are invisible or because the
+detector misses visible ones.
+
+    python -m train.diagnose degradations --data data/forge-v1 --split val --limit 1200 --model checkpoints/regnetx-forge
+    python -m train.diagnose visibility --data data/forge-v1 --split test --model checkpoints/regnetx-forge
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mtl.constants import FAMILIES
+from train import metrics as M
+from train.data import augment_pair, h264_round_trip, read_manifest
+from train.evaluate import ManifestFrames, collect, open_split
+
+VISIBILITY_BINS = [(0, 2), (2, 4), (4, 8), (8, 16), (16, 256)]
+
+
+# --- degradations --------------------------------------------------------------------------------------------------
+def downscale(rgb: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    size = rgb.shape[0]
+    small = max(int(size * rng.uniform(lo, hi)), 16)
+    tiny = cv2.resize(rgb, (small, small), interpolation=cv2.INTER_AREA)
+    return cv2.resize(tiny, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def jpeg(rgb: np.ndarray, rng: np.random.Generator, lo: int, hi: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(lo, hi + 1))])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
+def _on_image(fn):
+    return lambda rgb, mask, rng: (fn(rgb, rng), mask)
+
+
+DEGRADATIONS = {
+    "none": None,
+    "downscale 0.3-0.5": _on_image(lambda x, r: downscale(x, r, 0.3, 0.5)),
+    "downscale 0.5-0.75": _on_image(lambda x, r: downscale(x, r, 0.5, 0.75)),
+    "blur 0.3-1.2": _on_image(lambda x, r: cv2.GaussianBlur(x, (0, 0), r.uniform(0.3, 1.2))),
+    "jpeg 40-60": _on_image(lambda x, r: jpeg(x, r, 40, 60)),
+    "jpeg 75-95": _on_image(lambda x, r: jpeg(x, r, 75, 95)),
+    "h264 crf 23": _on_image(lambda x, r: h264_round_trip(x, 23)),
+    "h264 crf 30": _on_image(lambda x, r: h264_round_trip(x, 30)),
+    "training augmentation": augment_pair,
+}
+
+
+class DegradedFrames(ManifestFrames):
+    """A split with one degradation applied to every crop (seeded by the file name, so reruns agree)."""
+
+    def __init__(self, base: ManifestFrames, degrade):
+        super().__init__(base.root, "", rows=base.rows)
+        self.degrade = degrade
+
+    def _read(self, row: dict):
+        rgb, mask = super()._read(row)
+        if self.degrade is None:
+            return rgb, mask
+        rng = np.random.default_rng(zlib.crc32(row["image"].encode()))
+        rgb, mask = self.degrade(np.ascontiguousarray(rgb), np.ascontiguousarray(mask), rng)
+        return np.ascontiguousarray(rgb), np.ascontiguousarray(mask)
+
+
+def family_aucs(s: dict, fake_sel: np.ndarray | None = None) -> dict:
+    """AUC of all fakes (or those in ``fake_sel``) and of each family's, each against all the reals."""
+    fake = s["label"] == 0
+    sel = fake if fake_sel is None else fake & fake_sel
+    real = ~fake
+    out = {}
+    for name, fam in [("all", sel)] + [(f, sel & (s["family"] == f)) for f in FAMILIES]:
+        keep = fam | real
+        out[name] = M.roc_auc(fake[keep], s["p_fake"][keep]) if fam.any() and real.any() else float("nan")
+    return out
+
+
+def degradations(model, data: ManifestFrames, names=None, precision: str = "bf16") -> list[dict]:
+    rows = []
+    for name in names or DEGRADATIONS:
+        s = collect(model, DegradedFrames(data, DEGRADATIONS[name]), precision=precision, batch_size=64)
+        reals = s["p_fake"][s["label"] == 1]
+        rows.append({"degradation": name, "auc": family_aucs(s),
+                     "real_flagged": float((reals > model.threshold).mean()) if len(reals) else float("nan")})
+    return rows
+
+
+# --- visibility ----------------------------------------------------------------------------------------------------
+_BUILT = re.compile(r"^(?P<photo>.+)_(?P<k>\d+)_(?P<kind>[a-z]+)$")
+
+
+def real_twins(rows: list[dict], candidates: list[dict] | None = None) -> dict[str, str]:
+    """For each forgery built by ``train.build_dataset`` (``<photo>_<k>_<family>``) in ``rows``, the image of its
+    photo's real crop (``<photo>_0_real``), looked up among ``candidates`` (default: ``rows``)."""
+    real_of = {}
+    for r in rows if candidates is None else candidates:
+        m = _BUILT.match(Path(r["image"]).stem)
+        if m and r["label"] == "real":
+            real_of[(str(Path(r["image"]).parent), m["photo"])] = r["image"]
+    twins = {}
+    for r in rows:
+        m = _BUILT.match(Path(r["image"]).stem)
+        if m and r["label"] == "fake":
+            twin = real_of.get((str(Path(r["image"]).parent), m["photo"]))
+            if twin:
+                twins[r["image"]] = twin
+    return twins
+
+
+def visibility(root: Path, rows: list[dict]) -> np.ndarray:
+    """Mean |fake - real| over the fake's mask (grey levels, averaged over channels); NaN for reals and unpaired.
+
+    The real twin is looked up in the whole manifest, so a ``--limit`` subset still pairs every forgery."""
+    twins = real_twins(rows, read_manifest(root))
+    out = np.full(len(rows), np.nan)
+    for i, r in enumerate(rows):
+        twin = twins.get(r["image"])
+        if twin is None or not r["mask"]:
+            continue
+        fake = cv2.imread(str(root / r["image"])).astype(np.float32)
+        real = cv2.imread(str(root / twin)).astype(np.float32)
+        mask = cv2.imread(str(root / r["mask"]), cv2.IMREAD_GRAYSCALE) > 127
+        if fake.shape != real.shape or mask.shape != fake.shape[:2]:
+            continue
+        out[i] = float(np.abs(fake - real).mean(axis=2)[mask].mean()) if mask.any() else 0.0
+    return out
+
+
+def by_visibility(model, data: ManifestFrames, precision: str = "bf16") -> dict:
+    vis = visibility(data.root, data.rows)
+    s = collect(model, data, precision=precision, batch_size=64)
+    fake = s["label"] == 0
+    out = {"paired": int(np.isfinite(vis[fake]).sum()), "fakes": int(fake.sum()), "families": {}}
+    for fam in FAMILIES:
+        f = fake & (s["family"] == fam) & np.isfinite(vis)
+        if not f.any():
+            continue
+        bins = []
+        for lo, hi in VISIBILITY_BINS:
+            sel = f & (vis >= lo) & (vis < hi)
+            bins.append({"from": lo, "to": hi, "n": int(sel.sum()),
+                         "auc": family_aucs(s, sel)[fam] if sel.any() else None})
+        out["families"][fam] = {"median": float(np.median(vis[f])), "bins": bins}
+    return out
+
+
+# --- command line --------------------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    return "  -  " if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def format_degradations(rows: list[dict]) -> str:
+    head = f"{'degradation':24s} " + " ".join(f"{c:>9s}" for c in ["all", *FAMILIES]) + "  reals flagged"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['degradation']:24s} " + " ".join(f"{_fmt(r['auc'][c]):>9s}" for c in ["all", *FAMILIES])
+                     + f"  {100 * r['real_flagged']:12.1f}%")
+    return "\n".join(lines)
+
+
+def format_visibility(v: dict) -> str:
+    lines = [f"forgeries paired with their real crop: {v['paired']} of {v['fakes']}",
+             "AUC against all reals, by mean |fake - real| inside the mask (grey levels):"]
+    for fam, d in v["families"].items():
+        cells = [f"{b['from']}-{b['to'] if b['to'] < 256 else ''}: {_fmt(b['auc'])} (n {b['n']})"
+                 for b in d["bins"] if b["n"]]
+        lines.append(f"  {fam:10s} median {d['median']:5.1f}   " + "   ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m train.diagnose", description=__doc__.split("\n\n")[0])
+    p.add_argument("analysis", choices=["degradations", "visibility"])
+    p.add_argument("--data", type=Path, required=True, help="a dataset root with manifest.csv")
+    p.add_argument("--split", default="val")
+    p.add_argument("--model", required=True, help="checkpoint directory or Hub id")
+    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many rows")
+    p.add_argument("--only", action="append", choices=list(DEGRADATIONS), help="degradations: run only these")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+
+    from mtl import load_model
+
+    model = load_model(args.model).eval()
+    data = open_split(args.data, args.split, limit=args.limit)
+    print(f"{args.model} on {args.data} ({args.split}, {len(data)} crops), threshold {model.threshold:.3f}")
+    if args.analysis == "degradations":
+        result = degradations(model, data, args.only, args.precision)
+        print(format_degradations(result))
+    else:
+        result = by_visibility(model, data, args.precision)
+        print(format_visibility(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
