@@ -20,3 +20,20 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("needs ../shared (project data), absent on this machine")
     return SHARED.resolve()
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint():
+    """Writes an untrained, seeded ClassNSeg named "tiny-random" to a folder and returns it loaded from there."""
+
+    def write(folder: Path):
+        import torch
+
+        from mtl import load_model
+        from mtl.model import ClassNSeg
+
+        torch.manual_seed(0)
+        ClassNSeg(name="tiny-random").save_pretrained(folder)
+        return load_model(folder)
+
+    return write

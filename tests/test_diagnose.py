@@ -68,7 +68,7 @@ FORGERIES = [(0, "deepfake", 1), (1, "deepfake", 3), (2, "selfblend", 6), (3, "s
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, random_checkpoint):
     """A split written the way train.build_dataset names things: each photo's real crop and one forgery of it."""
     root = tmp_path_factory.mktemp("built")
     (root / "images").mkdir()
@@ -88,13 +88,7 @@ def built(tmp_path_factory):
             Image.fromarray(fake).save(root / "images" / f"{photo:06d}_1_{family}.png")
             w.writerow([f"images/{photo:06d}_0_real.png", "", "real", "", f"p{photo}", "test"])
             w.writerow([f"images/{photo:06d}_1_{family}.png", "masks/m.png", "fake", family, f"p{photo}", "test"])
-
-    from mtl import load_model
-    from mtl.model import ClassNSeg
-
-    torch.manual_seed(0)
-    ClassNSeg(name="tiny-random").save_pretrained(root / "ckpt")
-    return root, load_model(root / "ckpt")
+    return root, random_checkpoint(root / "ckpt")
 
 
 def test_visibility_is_the_change_inside_the_mask(built):

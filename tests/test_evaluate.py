@@ -27,7 +27,7 @@ ROWS = [  # (name, label, method, video)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, random_checkpoint):
     root = tmp_path_factory.mktemp("tiny")
     (root / "images").mkdir()
     (root / "masks").mkdir()
@@ -43,13 +43,7 @@ def tiny(tmp_path_factory):
             Image.fromarray(mask).save(root / "masks" / f"{name}.png")
             w.writerow([f"images/{name}.png", f"masks/{name}.png", label, method, f"p{i}",
                         "train" if name == "t0" else "test", video])
-
-    from mtl import load_model
-    from mtl.model import ClassNSeg
-
-    torch.manual_seed(0)
-    ClassNSeg(name="tiny-random").save_pretrained(root / "ckpt")
-    return root, load_model(root / "ckpt")
+    return root, random_checkpoint(root / "ckpt")
 
 
 def test_dataset_items(tiny):
