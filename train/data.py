@@ -38,6 +38,18 @@ def read_manifest(root: str | Path, split: str | None = None) -> list[dict]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
+def scale_round_trip(rgb: np.ndarray, small: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """A square crop shrunk to ``small`` pixels and scaled back up: the look of a small face in a large frame."""
+    size = rgb.shape[0]
+    return cv2.resize(cv2.resize(rgb, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                      interpolation=interpolation)
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
 def h264_round_trip(rgb: np.ndarray, crf: int, frames: int = 2) -> np.ndarray:
     """The crop through libx264 (yuv420p, preset veryfast) at constant-rate factor ``crf``: the last of a few frames
     that move into place (0.7 and 0.4 px per frame), so it comes back motion-predicted (a P-frame), at its own position.
@@ -89,15 +101,13 @@ def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     rgb = np.clip(img, 0, 255).astype(np.uint8)
     if rng.random() < 0.3:  # a small face scaled up
         small = max(int(size * rng.uniform(0.3, 0.75)), 16)
-        rgb = cv2.resize(cv2.resize(rgb, (small, small), interpolation=cv2.INTER_AREA), (size, size),
-                         interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
+        rgb = scale_round_trip(rgb, small, cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
     if rng.random() < 0.3:
         rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.3, 1.2))
     if h264 > 0 and rng.random() < h264:
         rgb = h264_round_trip(np.ascontiguousarray(rgb), int(rng.integers(18, 39)))
     elif rng.random() < 0.7:
-        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
-        rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+        rgb = jpeg_round_trip(rgb, int(rng.integers(40, 96)))
     if rng.random() < 0.2:  # the face's square runs past one or two edges of the frame
         rgb, mask = rgb.copy(), mask.copy()
         for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):

@@ -1,7 +1,7 @@
 """Where a detector's evidence runs out: two diagnostics beside ``train.evaluate``'s scores.
 
 ``degradations``: the split scored again after each of the degradations that training imitates (lost resolution,
-blur, JPEG, an H.264 round trip, the whole training augmentation). Per family AUC, and the share of real faces
+blur, JPEG, an H.264 round trip, the whole training augmentation as run without ``--h264``). Per family AUC, and the share of real faces
 judged fake at the model's own threshold. If the training augmentation erased the evidence, or if video coding alone
 made real faces look fake, it shows here.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from mtl.constants import FAMILIES
 from train import metrics as M
-from train.data import augment_pair, h264_round_trip, read_manifest
+from train.data import augment_pair, h264_round_trip, jpeg_round_trip, read_manifest, scale_round_trip
 from train.evaluate import ManifestFrames, collect, open_split
 
 VISIBILITY_BINS = [(0, 2), (2, 4), (4, 8), (8, 16), (16, 256)]
@@ -35,15 +35,11 @@ VISIBILITY_BINS = [(0, 2), (2, 4), (4, 8), (8, 16), (16, 256)]
 
 # --- degradations --------------------------------------------------------------------------------------------------
 def downscale(rgb: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
-    size = rgb.shape[0]
-    small = max(int(size * rng.uniform(lo, hi)), 16)
-    tiny = cv2.resize(rgb, (small, small), interpolation=cv2.INTER_AREA)
-    return cv2.resize(tiny, (size, size), interpolation=cv2.INTER_LINEAR)
+    return scale_round_trip(rgb, max(int(rgb.shape[0] * rng.uniform(lo, hi)), 16))
 
 
 def jpeg(rgb: np.ndarray, rng: np.random.Generator, lo: int, hi: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(lo, hi + 1))])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return jpeg_round_trip(rgb, int(rng.integers(lo, hi + 1)))
 
 
 def _on_image(fn):
