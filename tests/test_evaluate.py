@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from train import evaluate as E
+from train import metrics as M
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 WEIGHTS = SHARED / "weights" / "classnseg-official" / "full"
@@ -81,8 +82,6 @@ def test_evaluate_keys_and_family_rows(tiny):
 
 def test_summary_matches_metrics_directly():
     # hand-made samples: summarize must agree with train.metrics on the same subsets
-    from train import metrics as M
-
     s = {
         "p_fake": np.array([0.1, 0.6, 0.7, 0.4, 0.9]),
         "label": np.array([1, 1, 0, 0, 0]),
@@ -155,6 +154,12 @@ def test_calibration_recovers_known_logistic_map():
     assert report["fit"]["converged"]
     # the threshold: at most 5% of these reals flagged, and not far below
     assert 0.04 <= report["after"]["fpr"] <= 0.05
+    # the report carries the count behind the FPR and the interval those counts allow
+    n_real = int((~is_fake).sum())
+    assert report["after"]["reals_flagged"] == round(report["after"]["fpr"] * n_real)
+    lo, hi = report["after"]["fpr_interval"]
+    assert (lo, hi) == pytest.approx(M.binomial_interval(report["after"]["reals_flagged"], n_real))
+    assert lo < report["after"]["fpr"] < hi
     # the model applies it in float32: the stored threshold must give the same FPR there
     from mtl.model import ClassNSeg
 
@@ -204,7 +209,8 @@ def test_false_positive_rate_on_frames_of_real_videos(tmp_path):
     model.threshold = 1.0  # nothing can exceed it: FPR 0
     r = evaluate_real_videos(model, [clip], every=5)
     assert r["videos"] == 1 and r["frames_with_face"] == 4 and r["fpr_frames"] == 0.0
+    assert r["fpr_frames_interval"] == [0.0, 0.0]
     model.threshold = -1.0  # everything exceeds it: FPR 1
     r = evaluate_real_videos(model, [tmp_path], every=5)
-    assert r["fpr_frames"] == 1.0 and r["fpr_videos"] == 1.0
+    assert r["fpr_frames"] == 1.0 and r["fpr_videos"] == 1.0 and r["fpr_frames_interval"] == [1.0, 1.0]
     assert r["per_video"][0]["video"] == "real.mp4"

@@ -87,6 +87,38 @@ def test_fpr_tpr_at_threshold_strict():
     assert M.tpr_at_threshold(y, s, 0.5) == 0.5
 
 
+def _binomial_tail(k_from: int, n: int, p: float) -> float:
+    """P(X >= k_from) for X ~ Binomial(n, p), summed by hand."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k_from, n + 1))
+
+
+def test_binomial_interval_known_cases():
+    # no event in 10 trials: the upper end solves (1 - p)^10 = 0.025; all 10: the lower end solves p^10 = 0.025
+    assert M.binomial_interval(0, 10) == (0.0, pytest.approx(1 - 0.025 ** 0.1))
+    assert M.binomial_interval(10, 10) == (pytest.approx(0.025 ** 0.1), 1.0)
+    assert M.binomial_interval(1, 1) == (pytest.approx(0.025), 1.0)
+    # 2 of 919 (the shipped threshold's validation count): each end leaves 2.5% of the binomial mass beyond the count
+    lo, hi = M.binomial_interval(2, 919)
+    assert _binomial_tail(2, 919, lo) == pytest.approx(0.025, abs=1e-6)
+    assert 1 - _binomial_tail(3, 919, hi) == pytest.approx(0.025, abs=1e-6)
+    assert lo < 2 / 919 < hi
+    assert all(math.isnan(x) for x in M.binomial_interval(0, 0))
+    with pytest.raises(ValueError):
+        M.binomial_interval(3, 2)
+
+
+def test_clustered_rate_interval():
+    # every clip flags a quarter of its frames: every resample gives 0.25
+    assert M.clustered_rate_interval([[1, 0, 0, 0], [0, 1, 0, 0, 0, 1, 0, 0]]) == pytest.approx((0.25, 0.25))
+    # one clip of ten holds every flagged frame: the pooled rate is 0.1, but a resample of ten clips picks it
+    # k ~ Binomial(10, 0.1) times, rate k / 10, so the 2.5% / 97.5% points are 0 and 0.3 (P(k <= 2) = 0.930,
+    # P(k <= 3) = 0.987)
+    groups = [np.ones(10)] + [np.zeros(10)] * 9
+    lo, hi = M.clustered_rate_interval(groups, seed=1)
+    assert lo == 0.0 and hi == pytest.approx(0.3)
+    assert all(math.isnan(x) for x in M.clustered_rate_interval([[], []]))
+
+
 def test_threshold_for_fpr():
     reals = np.arange(1, 11) / 10  # 0.1 .. 1.0
     t = M.threshold_for_fpr(reals, 0.1)

@@ -357,11 +357,12 @@ def evaluate_real_videos(model, specs, every: int = 10) -> dict:
     for spec in specs:
         p = Path(spec)
         files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS) if p.is_dir() else [p]
-    per_video, frame_p = [], []
+    per_video, frame_p, flags_by_video = [], [], []
     for f in files:
         v = analyze_video(str(f), model, every=every, max_duration=None)
         ps = [fr.p_fake for fr in v.frames if fr.p_fake is not None]
         frame_p += ps
+        flags_by_video.append(np.asarray(ps) > model.threshold)
         per_video.append({"video": f.name, "frames": len(v.frames), "frames_with_face": len(ps),
                           "fpr_frames": float(np.mean(np.asarray(ps) > model.threshold)) if ps else None,
                           "p_fake": v.p_fake, "verdict": v.verdict})
@@ -374,6 +375,8 @@ def evaluate_real_videos(model, specs, every: int = 10) -> dict:
         "every": every,
         "frames_with_face": int(len(p)),
         "fpr_frames": _nan_to_none(float(np.mean(p > model.threshold)) if len(p) else float("nan")),
+        # frames of one clip are not independent: the interval resamples whole clips
+        "fpr_frames_interval": [_nan_to_none(x) for x in M.clustered_rate_interval(flags_by_video)],
         "fpr_videos": _nan_to_none(float(np.mean([v["p_fake"] > model.threshold for v in judged])) if judged else float("nan")),
         "p_fake_mean": _nan_to_none(float(p.mean()) if len(p) else float("nan")),
         "p_fake_p95": _nan_to_none(float(np.percentile(p, 95)) if len(p) else float("nan")),
@@ -440,6 +443,8 @@ def main(argv=None) -> int:
             print(f"{r['model']}: {r['frames_with_face']} frames with a face in {r['videos']} real videos "
                   f"(every {r['every']}th frame); judged fake at threshold {r['threshold']:.4g}: "
                   f"{_fmt(r['fpr_frames'], '%')}% of frames, {_fmt(r['fpr_videos'], '%')}% of videos")
+            lo, hi = r["fpr_frames_interval"]
+            print(f"    frames judged fake, 95% interval resampling whole clips: {_fmt(lo, '%')}% to {_fmt(hi, '%')}%")
             for v in r["per_video"]:
                 print(f"    {v['video']:<45} frames {v['frames_with_face']:>4}/{v['frames']:<4} "
                       f"FPR {_fmt(v['fpr_frames'], '%'):>6}%  video p_fake {_fmt(v['p_fake'], 'f'):>6}")
