@@ -147,3 +147,29 @@ def test_cli_prints_the_table_and_writes_json(built, tmp_path, capsys):
     import json
 
     assert [r["degradation"] for r in json.loads(out.read_text())] == ["none", "blur 0.3-1.2"]
+
+
+def test_matched_false_alarms_by_hand():
+    fakes = np.arange(1, 11) / 10  # 0.1 .. 1.0
+    frames = [0.05, 0.55, 0.75, 0.95]
+    rows = D.matched_false_alarms(fakes, frames, tprs=(0.5, 0.2, 0.0))
+    # half the fakes caught: the threshold sits just below 0.6, where 0.75 and 0.95 of the frames are flagged
+    assert rows[0]["tpr_achieved"] == 0.5 and rows[0]["frames_flagged"] == 0.5 and 0.5 < rows[0]["threshold"] < 0.6
+    assert rows[1]["tpr_achieved"] == pytest.approx(0.2) and rows[1]["frames_flagged"] == 0.25
+    assert rows[2]["tpr_achieved"] == 0.0 and rows[2]["frames_flagged"] == 0.0
+
+
+def test_tradeoff_cli_scores_the_split_and_the_clip(built, tmp_path, capsys):
+    import json
+
+    from tests.media import write_clip
+
+    root, _ = built
+    clip = write_clip(tmp_path / "real.mp4", n=20, audio=False)
+    out = tmp_path / "t.json"
+    D.main(["tradeoff", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"), "--videos", str(clip),
+            "--every", "5", "--tpr", "0.5", "--tpr", "1.0", "--json", str(out)])
+    assert "frames flagged" in capsys.readouterr().out
+    t = json.loads(out.read_text())
+    assert t["frames"] == 4 and [r["tpr"] for r in t["rows"]] == [0.5, 1.0]
+    assert t["rows"][1]["tpr_achieved"] == 1.0  # every fake caught: the threshold is below them all

@@ -213,4 +213,4 @@ def test_false_positive_rate_on_frames_of_real_videos(tmp_path):
     model.threshold = -1.0  # everything exceeds it: FPR 1
     r = evaluate_real_videos(model, [tmp_path], every=5)
     assert r["fpr_frames"] == 1.0 and r["fpr_videos"] == 1.0 and r["fpr_frames_interval"] == [1.0, 1.0]
-    assert r["per_video"][0]["video"] == "real.mp4"
+    assert r["per_video"][0]["video"] == "real.mp4" and len(r["per_video"][0]["frame_p_fake"]) == 4

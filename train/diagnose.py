@@ -10,8 +10,14 @@ scored by how much it changed the pixels (mean absolute difference inside its ma
 within bins of that visibility tells whether a family is hard because its forgeries are invisible or because the
 detector misses visible ones.
 
+``tradeoff``: how many real video frames a model flags when it catches a given share of a split's fakes. Two
+checkpoints calibrated to different thresholds cannot be compared by the false alarms each raises at its own
+threshold (a stricter threshold lowers both the alarms and the detections); at matched detection rates they can.
+
     python -m train.diagnose degradations --data data/forge-v1 --split val --limit 1200 --model checkpoints/regnetx-forge
     python -m train.diagnose visibility --data data/forge-v1 --split test --model checkpoints/regnetx-forge
+    python -m train.diagnose tradeoff --data data/forge-v1 --split test --model checkpoints/regnetx-forge \
+        --videos ../shared/data/videos --every 10
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 from mtl.constants import FAMILIES
 from train import metrics as M
 from train.data import augment_pair, h264_round_trip, jpeg_round_trip, read_manifest, scale_round_trip
-from train.evaluate import ManifestFrames, collect, open_split
+from train.evaluate import ManifestFrames, collect, evaluate_real_videos, open_split
 
 VISIBILITY_BINS = [(0, 2), (2, 4), (4, 8), (8, 16), (16, 256)]
 
@@ -156,6 +162,37 @@ def by_visibility(model, data: ManifestFrames, precision: str = "bf16") -> dict:
     return out
 
 
+# --- detections against false alarms on real video ------------------------------------------------------------------
+DEFAULT_TPRS = (0.30, 0.35, 0.40, 0.45, 0.50)
+
+
+def matched_false_alarms(fake_scores, real_frame_scores, tprs=DEFAULT_TPRS) -> list[dict]:
+    """For each detection rate in ``tprs``: the threshold at which that share of ``fake_scores`` is judged fake
+    (score > threshold), the share actually caught there (tied scores can raise it), and the share of
+    ``real_frame_scores`` judged fake at it."""
+    fakes = np.sort(np.asarray(fake_scores, dtype=np.float64))
+    frames = np.asarray(real_frame_scores, dtype=np.float64)
+    rows = []
+    for tpr in tprs:
+        k = int(round(tpr * len(fakes)))  # this many fakes above the threshold
+        t = float(np.nextafter(fakes[-k], -np.inf)) if k >= 1 else float(fakes[-1])
+        rows.append({"tpr": float(tpr), "threshold": t, "tpr_achieved": float(np.mean(fakes > t)),
+                     "frames_flagged": float(np.mean(frames > t)) if len(frames) else float("nan")})
+    return rows
+
+
+def tradeoff(model, data: ManifestFrames, videos, every: int = 10, tprs=DEFAULT_TPRS,
+             precision: str = "fp32") -> dict:
+    """The split's fakes scored as ``train.evaluate`` does, the videos' frames through the app's video pipeline."""
+    s = collect(model, data, precision=precision)
+    v = evaluate_real_videos(model, videos, every=every)
+    frames = [p for clip in v["per_video"] for p in clip["frame_p_fake"]]
+    return {"own_threshold": float(model.threshold), "own_tpr": M.tpr_at_threshold(1 - s["label"], s["p_fake"],
+                                                                                    model.threshold),
+            "frames_flagged_at_own": v["fpr_frames"], "frames": len(frames),
+            "rows": matched_false_alarms(s["p_fake"][s["label"] == 0], frames, tprs)}
+
+
 # --- command line --------------------------------------------------------------------------------------------------
 def _fmt(v) -> str:
     return "  -  " if v is None or not np.isfinite(v) else f"{v:.3f}"
@@ -180,15 +217,28 @@ def format_visibility(v: dict) -> str:
     return "\n".join(lines)
 
 
+def format_tradeoff(t: dict) -> str:
+    lines = [f"at its own threshold {t['own_threshold']:.4f}: {100 * t['own_tpr']:.1f}% of fakes caught, "
+             f"{100 * t['frames_flagged_at_own']:.2f}% of {t['frames']} real video frames flagged",
+             f"{'fakes caught':>14s} {'threshold':>10s} {'frames flagged':>15s}"]
+    lines += [f"{100 * r['tpr_achieved']:13.1f}% {r['threshold']:10.4f} {100 * r['frames_flagged']:14.2f}%"
+              for r in t["rows"]]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.diagnose", description=__doc__.split("\n\n")[0])
-    p.add_argument("analysis", choices=["degradations", "visibility"])
+    p.add_argument("analysis", choices=["degradations", "visibility", "tradeoff"])
     p.add_argument("--data", type=Path, required=True, help="a dataset root with manifest.csv")
     p.add_argument("--split", default="val")
     p.add_argument("--model", required=True, help="checkpoint directory or Hub id")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many rows")
     p.add_argument("--only", action="append", choices=list(DEGRADATIONS), help="degradations: run only these")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="default: bf16, except tradeoff (fp32, as train.evaluate)")
+    p.add_argument("--videos", nargs="+", metavar="DIR_OR_FILE", help="tradeoff: real videos")
+    p.add_argument("--every", type=int, default=10, help="tradeoff: analyse every k-th frame")
+    p.add_argument("--tpr", type=float, action="append", help="tradeoff: detection rates to match (repeatable)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
@@ -197,11 +247,16 @@ def main(argv=None) -> None:
     model = load_model(args.model).eval()
     data = open_split(args.data, args.split, limit=args.limit)
     print(f"{args.model} on {args.data} ({args.split}, {len(data)} crops), threshold {model.threshold:.3f}")
-    if args.analysis == "degradations":
-        result = degradations(model, data, args.only, args.precision)
+    if args.analysis == "tradeoff":
+        if not args.videos:
+            p.error("tradeoff needs --videos")
+        result = tradeoff(model, data, args.videos, args.every, args.tpr or DEFAULT_TPRS, args.precision or "fp32")
+        print(format_tradeoff(result))
+    elif args.analysis == "degradations":
+        result = degradations(model, data, args.only, args.precision or "bf16")
         print(format_degradations(result))
     else:
-        result = by_visibility(model, data, args.precision)
+        result = by_visibility(model, data, args.precision or "bf16")
         print(format_visibility(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=float))

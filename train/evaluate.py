@@ -365,7 +365,8 @@ def evaluate_real_videos(model, specs, every: int = 10) -> dict:
         flags_by_video.append(np.asarray(ps) > model.threshold)
         per_video.append({"video": f.name, "frames": len(v.frames), "frames_with_face": len(ps),
                           "fpr_frames": float(np.mean(np.asarray(ps) > model.threshold)) if ps else None,
-                          "p_fake": v.p_fake, "verdict": v.verdict})
+                          "p_fake": v.p_fake, "verdict": v.verdict,
+                          "frame_p_fake": [round(float(x), 6) for x in ps]})  # to study other thresholds later
     p = np.asarray(frame_p)
     judged = [v for v in per_video if v["p_fake"] is not None]
     return {
