@@ -241,6 +241,8 @@ def main(argv=None) -> None:
     p.add_argument("--tpr", type=float, action="append", help="tradeoff: detection rates to match (repeatable)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    if args.analysis == "tradeoff" and not args.videos:
+        p.error("tradeoff needs --videos")
 
     from mtl import load_model
 
@@ -248,8 +250,6 @@ def main(argv=None) -> None:
     data = open_split(args.data, args.split, limit=args.limit)
     print(f"{args.model} on {args.data} ({args.split}, {len(data)} crops), threshold {model.threshold:.3f}")
     if args.analysis == "tradeoff":
-        if not args.videos:
-            p.error("tradeoff needs --videos")
         result = tradeoff(model, data, args.videos, args.every, args.tpr or DEFAULT_TPRS, args.precision or "fp32")
         print(format_tradeoff(result))
     elif args.analysis == "degradations":

@@ -357,16 +357,15 @@ def evaluate_real_videos(model, specs, every: int = 10) -> dict:
     for spec in specs:
         p = Path(spec)
         files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS) if p.is_dir() else [p]
-    per_video, frame_p, flags_by_video = [], [], []
+    per_video, frame_p = [], []
     for f in files:
         v = analyze_video(str(f), model, every=every, max_duration=None)
         ps = [fr.p_fake for fr in v.frames if fr.p_fake is not None]
         frame_p += ps
-        flags_by_video.append(np.asarray(ps) > model.threshold)
         per_video.append({"video": f.name, "frames": len(v.frames), "frames_with_face": len(ps),
                           "fpr_frames": float(np.mean(np.asarray(ps) > model.threshold)) if ps else None,
                           "p_fake": v.p_fake, "verdict": v.verdict,
-                          "frame_p_fake": [round(float(x), 6) for x in ps]})  # to study other thresholds later
+                          "frame_p_fake": [float(x) for x in ps]})  # to study other thresholds later
     p = np.asarray(frame_p)
     judged = [v for v in per_video if v["p_fake"] is not None]
     return {
@@ -377,7 +376,8 @@ def evaluate_real_videos(model, specs, every: int = 10) -> dict:
         "frames_with_face": int(len(p)),
         "fpr_frames": _nan_to_none(float(np.mean(p > model.threshold)) if len(p) else float("nan")),
         # frames of one clip are not independent: the interval resamples whole clips
-        "fpr_frames_interval": [_nan_to_none(x) for x in M.clustered_rate_interval(flags_by_video)],
+        "fpr_frames_interval": [_nan_to_none(x) for x in M.clustered_rate_interval(
+            [np.asarray(v["frame_p_fake"]) > model.threshold for v in per_video])],
         "fpr_videos": _nan_to_none(float(np.mean([v["p_fake"] > model.threshold for v in judged])) if judged else float("nan")),
         "p_fake_mean": _nan_to_none(float(p.mean()) if len(p) else float("nan")),
         "p_fake_p95": _nan_to_none(float(np.percentile(p, 95)) if len(p) else float("nan")),
