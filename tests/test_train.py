@@ -155,3 +155,23 @@ def test_a_checkpoint_without_a_method_head_gets_a_fresh_one_and_keeps_its_weigh
     x = torch.rand(2, 3, 256, 256)
     with torch.no_grad():
         assert torch.allclose(plain.predict(x).p_fake, headed.predict(x).p_fake)
+
+
+def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path, astronaut):
+    from train.train import build_datasets, oversample, parse_args, parse_oversample
+
+    rows = [dict(label="real", method="", person="a"), dict(label="fake", method="selfblend", person="a"),
+            dict(label="fake", method="deepfake", person="a"), dict(label="real", method="", person="b")]
+    out = oversample(rows, {"selfblend": 3})
+    assert [r["method"] for r in out] == ["", "selfblend", "selfblend", "selfblend", "deepfake", ""]
+    assert oversample(rows, {}) == rows
+    for bad in (["selfblend"], ["selfblend=0"], ["nosuch=2"], ["deepfake=x"]):
+        with pytest.raises(SystemExit, match="--oversample"):
+            parse_oversample(bad)
+
+    data = _tiny_dataset(tmp_path / "data", astronaut)  # train split: 12 reals and 12 self-blends
+    args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--oversample", "selfblend=2"])
+    train_set, val_set = build_datasets(args)
+    labels = [r["label"] for r in train_set.rows]
+    assert labels.count("real") == 12 and labels.count("fake") == 24
+    assert len(val_set) == 24  # validation is never oversampled
