@@ -41,11 +41,13 @@ def test_fp32_path_matches_the_authors_outputs(golden, which, image):
     with torch.no_grad():
         out = model(x, reconstruct=True)
     pred = model.predict(x, precision="fp32")
-    np.testing.assert_allclose(out.latent[0].numpy(), golden[f"{key}_latent"], atol=1e-5, rtol=0)
+    # Float32 convolutions sum in an order that depends on the CPU's vector width, so the result moves in the last
+    # bits from one CPU to another. Measured: on AVX-512 CPUs within 1e-5 everywhere; on an AVX2-only AMD EPYC up to
+    # 1.24e-5 on the latent (whose values reach 14, i.e. 1e-6 of its scale) and 2.6e-5 on the mask after 14 layers.
+    # A conversion bug (a wrong padding, BatchNorm eps or channel order) moves these by 1e-3 or more.
+    np.testing.assert_allclose(out.latent[0].numpy(), golden[f"{key}_latent"], atol=5e-5, rtol=0)
     np.testing.assert_allclose(pred.activations[0].numpy(), golden[f"{key}_act"], atol=1e-5, rtol=0)
-    # 14 layers of float32 convolutions summed in another order: a handful of the 65,536 mask pixels land
-    # within 1.3e-5 of the reference (its values near 1), hence the small relative term.
-    np.testing.assert_allclose(pred.mask[0].numpy(), golden[f"{key}_seg1"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(pred.mask[0].numpy(), golden[f"{key}_seg1"], atol=1e-4, rtol=0)
     # the reference reconstruction was stored as float16
     np.testing.assert_allclose(out.reconstruction[0].numpy(), golden[f"{key}_rec"].astype(np.float32), atol=1e-3)
     act = golden[f"{key}_act"]
