@@ -175,3 +175,6 @@ def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path
     labels = [r["label"] for r in train_set.rows]
     assert labels.count("real") == 12 and labels.count("fake") == 24
     assert len(val_set) == 24  # validation is never oversampled
+    with pytest.raises(SystemExit, match="--data"):
+        build_datasets(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--oversample",
+                                   "selfblend=2"]))

@@ -140,6 +140,9 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
     from .data import ManifestDataset, read_manifest
 
     repeats = parse_oversample(args.oversample)
+    if repeats and not args.data:
+        raise SystemExit("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with "
+                         "--faces are drawn afresh every epoch)")
     train_sets, val_sets = [], []
     for root in args.data:
         rows = oversample(read_manifest(root, "train"), repeats)
