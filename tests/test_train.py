@@ -165,7 +165,8 @@ def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path
     out = oversample(rows, {"selfblend": 3})
     assert [r["method"] for r in out] == ["", "selfblend", "selfblend", "selfblend", "deepfake", ""]
     assert oversample(rows, {}) == rows
-    for bad in (["selfblend"], ["selfblend=0"], ["nosuch=2"], ["deepfake=x"]):
+    assert [r["method"] for r in oversample(rows, {"deepfake": 0})] == ["", "selfblend", ""]  # 0 leaves it out
+    for bad in (["selfblend"], ["selfblend=-1"], ["nosuch=2"], ["deepfake=x"]):
         with pytest.raises(SystemExit, match="--oversample"):
             parse_oversample(bad)
 

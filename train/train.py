@@ -81,7 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target-fpr", type=float, default=0.01, help="calibration: FPR on validation reals")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--oversample", action="append", default=[], metavar="FAMILY=K",
-                   help="repeat the training fakes of a family K times per epoch (repeatable; --data sets only)")
+                   help="repeat the training fakes of a family K times per epoch, 0 to leave them out "
+                        "(repeatable; --data sets only)")
     p.add_argument("--h264", type=float, default=0.0, metavar="P",
                    help="augmentation: the share of training crops sent through an H.264 round trip (crf 18-38) "
                         "instead of the JPEG step, as faces in videos are (default 0)")
@@ -114,18 +115,19 @@ def seed_everything(seed: int) -> None:
 
 # -- data ------------------------------------------------------------------------------------------------------------
 def parse_oversample(specs: list[str]) -> dict[str, int]:
-    """``["selfblend=2"]`` -> ``{"selfblend": 2}``; unknown families and counts below 1 are errors."""
+    """``["selfblend=2"]`` -> ``{"selfblend": 2}``; unknown families and negative counts are errors."""
     repeats = {}
     for spec in specs:
         family, _, k = spec.partition("=")
-        if family not in FAMILIES or not k.isdigit() or int(k) < 1:
-            raise SystemExit(f"--oversample {spec!r}: expected FAMILY=K with FAMILY one of {FAMILIES} and K >= 1")
+        if family not in FAMILIES or not k.isdigit():
+            raise SystemExit(f"--oversample {spec!r}: expected FAMILY=K with FAMILY one of {FAMILIES} and K >= 0")
         repeats[family] = int(k)
     return repeats
 
 
 def oversample(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
-    """Each fake of a family in ``repeats`` appears K times (each copy is augmented afresh); reals stay once.
+    """Each fake of a family in ``repeats`` appears K times (each copy is augmented afresh; K = 0 leaves the family
+    out); reals stay once.
 
     The weakest family gets a larger share of the gradient without a rebuild. Copies stay next to the original,
     so ``--by-person`` batches still hold a person's real photo and all of its forgeries.
