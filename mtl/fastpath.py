@@ -177,7 +177,8 @@ class FastNetwork:
     def run(self, x: torch.Tensor, precision: str = "auto"):
         use_bf16 = precision == "bf16" or (precision == "auto" and x.device.type == "cpu" and cpu_has_bf16())
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-        x = self.encoder_fp32(x.float().contiguous(memory_format=torch.channels_last))
+        x = self.model.encoder_input(x.float())  # residuals in fp32: bf16 would round them away
+        x = self.encoder_fp32(x.contiguous(memory_format=torch.channels_last))
         with autocast:
             latent = self.encoder(x)
             activations = half_activations(latent)

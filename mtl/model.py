@@ -17,7 +17,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .constants import FAMILIES
-from .encoders import build_encoder, paper_init
+from .encoders import NoiseResiduals, build_encoder, paper_init
 
 REAL, FAKE = 1, 0  # class indices, as the paper's ImageFolder assigns them
 
@@ -130,6 +130,7 @@ class ClassNSeg(
         pretrained: bool = False,
         name: str = "classnseg",
         description: str = "",
+        noise_residuals: bool = False,
     ):
         super().__init__()
         if latent_channels % 2:
@@ -141,7 +142,10 @@ class ClassNSeg(
         self.threshold = float(threshold)
         self.name = name
         self.description = description
-        self.encoder = build_encoder(encoder, latent_channels, pretrained=pretrained)
+        # optional: the face's high-pass residuals stacked after its RGB channels before the encoder
+        self.residuals = NoiseResiduals() if noise_residuals else None
+        in_channels = 3 + (NoiseResiduals.CHANNELS if noise_residuals else 0)
+        self.encoder = build_encoder(encoder, latent_channels, pretrained=pretrained, in_channels=in_channels)
         self.decoder = YDecoder(latent_channels)
         self.method_head = (
             nn.Sequential(
@@ -169,6 +173,7 @@ class ClassNSeg(
             "threshold": self.threshold,
             "name": self.name,
             "description": self.description,
+            **({"noise_residuals": True} if self.residuals is not None else {}),
         }
 
     def set_calibration(self, scale: float, bias: float, threshold: float | None = None) -> None:
@@ -212,13 +217,17 @@ class ClassNSeg(
 
         Without ``gate`` the stronger half is decoded, as the authors do at test time.
         """
-        latent = self.encoder(x)
+        latent = self.encoder(self.encoder_input(x))
         activations = half_activations(latent)
         if gate is None:
             gate = (activations[:, 1] >= activations[:, 0]).long()  # the paper: real when a_real >= a_fake
         seg_logits, reconstruction = self.decoder(gate_latent(latent, gate), reconstruct=reconstruct)
         method_logits = self.method_head(latent) if self.method_head is not None else None
         return ModelOutput(latent, activations, seg_logits, reconstruction, method_logits)
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads: the normalised face, with its noise residuals when the model uses them."""
+        return x if self.residuals is None else self.residuals(x)
 
     def train(self, mode: bool = True):
         self._fast = None  # weights may change: rebuild the folded network on next use
@@ -239,7 +248,7 @@ class ClassNSeg(
         if self.training:
             self.eval()
         if precision == "fp32":
-            latent = self.encoder(x.float())
+            latent = self.encoder(self.encoder_input(x.float()))
             activations = half_activations(latent)
             p_fake = self.calibrate(activations)
             is_fake = p_fake > self.threshold

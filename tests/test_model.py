@@ -251,3 +251,46 @@ def test_multitask_loss_extension_weights():
     assert terms.reconstruction.item() == 0.0 and terms.margin.item() > 0
     expected = terms.activation + terms.segmentation + 2.0 * terms.margin + 0.5 * terms.dense
     assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_noise_residuals_are_zero_on_flat_and_linear_images_and_keep_the_rgb():
+    from mtl.encoders import NoiseResiduals
+
+    residuals = NoiseResiduals()
+    ramp = torch.linspace(-1, 1, 32).view(1, 1, 1, 32).expand(2, 3, 32, 32)  # constant plus a linear ramp
+    out = residuals(ramp.contiguous())
+    assert out.shape == (2, 12, 32, 32)
+    assert torch.equal(out[:, :3], ramp)
+    assert out[:, 3:, 2:-2, 2:-2].abs().max() < 1e-4  # high-pass: flat and linear content gives nothing
+    impulse = torch.zeros(1, 3, 11, 11)
+    impulse[0, 1, 5, 5] = 0.01  # one pixel of the green channel
+    out = residuals(impulse)[0, 3:]
+    assert out[[0, 1, 2, 6, 7, 8]].abs().max() == 0  # red and blue residuals untouched
+    # green, horizontal kernel [1, -2, 1] / 2 scaled by 1/0.068: -0.01 at the centre, +0.005 beside it, scaled
+    assert out[5, 5, 5].item() == pytest.approx(-0.01 / 0.068, rel=1e-4)
+    assert out[5, 5, 4].item() == pytest.approx(0.005 / 0.068, rel=1e-4)
+    big = torch.zeros(1, 3, 11, 11)
+    big[0, 0, 5, 5] = 10.0
+    assert residuals(big)[:, 3:].abs().max() == 3.0  # clipped as SRM truncates
+
+
+@pytest.mark.parametrize("encoder", ["classnseg", "timm/regnetx_002"])
+def test_a_model_with_noise_residuals_saves_loads_and_its_fast_path_matches(tmp_path, encoder):
+    if encoder.startswith("timm/"):
+        pytest.importorskip("timm")
+    torch.manual_seed(0)
+    m = ClassNSeg(encoder=encoder, latent_channels=32, noise_residuals=True).eval()
+    first = next(layer for layer in m.encoder.modules() if isinstance(layer, nn.Conv2d))
+    assert first.in_channels == 12
+    m.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["noise_residuals"] is True
+    loaded = load_model(tmp_path / "ckpt")
+    x = torch.randn(2, 3, 256, 256)
+    exact = loaded.predict(x, "fp32")
+    assert torch.equal(exact.activations, m.predict(x, "fp32").activations)
+    from mtl.fastpath import FastNetwork
+
+    _, act, _, _, mask, _ = FastNetwork(loaded).run(x, "fp32")
+    assert torch.allclose(act, exact.activations, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(mask, exact.mask, atol=1e-4)
+    assert "noise_residuals" not in ClassNSeg(latent_channels=32).config  # old configs stay as they were

@@ -179,3 +179,23 @@ def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path
     with pytest.raises(SystemExit, match="--data"):
         build_datasets(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--oversample",
                                    "selfblend=2"]))
+
+
+def test_noise_residuals_added_to_a_checkpoint_start_from_its_outputs_and_can_learn():
+    from mtl.model import ClassNSeg
+    from train.train import with_noise_residuals
+
+    torch.manual_seed(0)
+    plain = ClassNSeg(encoder="classnseg", latent_channels=32, method_head=True, name="plain").eval()
+    wide = with_noise_residuals(plain).eval()
+    assert wide.config == dict(plain.config, noise_residuals=True)
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        a, b = plain(x), wide(x)
+    assert torch.equal(a.latent, b.latent) and torch.equal(a.seg_logits, b.seg_logits)
+    first = wide.encoder.layers[0]
+    assert first.weight.shape[1] == 12 and torch.equal(first.weight[:, :3], plain.encoder.layers[0].weight)
+    assert first.weight[:, 3:].abs().sum() == 0
+    wide.train()
+    wide(x).activations.sum().backward()
+    assert first.weight.grad[:, 3:].abs().sum() > 0  # the new channels are not dead: training moves them

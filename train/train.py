@@ -51,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoder", default="classnseg", help="'classnseg' (the paper's) or 'timm/<name>'")
     p.add_argument("--latent-channels", type=int, default=128)
     p.add_argument("--method-head", action="store_true", help="also predict the manipulation family (with --init: a fresh head if the checkpoint has none)")
+    p.add_argument("--noise-residuals", action="store_true",
+                   help="stack the face's high-pass noise residuals after its RGB channels (mtl.encoders.NoiseResiduals); "
+                        "with --init, the checkpoint's first convolution is widened with zero weights, so training "
+                        "starts from exactly the checkpoint's outputs")
     p.add_argument("--init", help="start from this checkpoint (dir or Hub id): fine-tuning")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0 = no limit)")
@@ -242,11 +246,13 @@ def build_model(args) -> ClassNSeg:
         model = load_model(args.init)
         if args.method_head and model.method_head is None:
             model = with_new_method_head(model)
+        if args.noise_residuals and model.residuals is None:
+            model = with_noise_residuals(model)
         if args.name:
             model.name = args.name
         return model
     return ClassNSeg(encoder=args.encoder, latent_channels=args.latent_channels, method_head=args.method_head,
-                     name=args.name or args.out.name)
+                     noise_residuals=args.noise_residuals, name=args.name or args.out.name)
 
 
 def with_new_method_head(model: ClassNSeg) -> ClassNSeg:
@@ -257,6 +263,22 @@ def with_new_method_head(model: ClassNSeg) -> ClassNSeg:
     missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
     if unexpected or any(not key.startswith("method_head.") for key in missing):
         raise ValueError(f"cannot add a method head: missing {missing}, unexpected {unexpected}")
+    return fresh
+
+
+def with_noise_residuals(model: ClassNSeg) -> ClassNSeg:
+    """The same network reading the face's noise residuals too. The encoder's first convolution gains input channels
+    whose weights start at zero, so the new model's outputs equal the old one's until training moves them; every
+    other weight is carried over exactly."""
+    fresh = ClassNSeg(**dict(model.config, noise_residuals=True))
+    name, first = next((n, m) for n, m in fresh.encoder.named_modules() if isinstance(m, torch.nn.Conv2d))
+    key = f"encoder.{name}.weight"
+    state = model.state_dict()
+    old = state[key]
+    widened = torch.zeros_like(first.weight)
+    widened[:, : old.shape[1]] = old
+    state[key] = widened
+    fresh.load_state_dict(state, strict=True)
     return fresh
 
 
