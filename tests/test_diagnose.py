@@ -173,3 +173,29 @@ def test_tradeoff_cli_scores_the_split_and_the_clip(built, tmp_path, capsys):
     t = json.loads(out.read_text())
     assert t["frames"] == 4 and [r["tpr"] for r in t["rows"]] == [0.5, 1.0]
     assert t["rows"][1]["tpr_achieved"] == 1.0  # every fake caught: the threshold is below them all
+
+
+def test_selfblend_ingredients_scores_each_variant_against_the_same_reals(tmp_path, astronaut, random_checkpoint):
+    import json
+
+    from mtl.faces import crop_face, detect_faces
+
+    face = crop_face(astronaut, detect_faces(astronaut)[0]).image
+    (tmp_path / "images").mkdir()
+    crops = {"000000_0_real.png": face, "000001_0_real.png": np.ascontiguousarray(face[:, ::-1]),
+             "000002_0_real.png": np.full((256, 256, 3), 120, np.uint8)}  # no face: skipped
+    with open(tmp_path / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask", "label", "method", "person", "split"])
+        for i, (name, crop) in enumerate(crops.items()):
+            Image.fromarray(crop).save(tmp_path / "images" / name)
+            w.writerow([f"images/{name}", "", "real", "", f"p{i}", "test"])
+    random_checkpoint(tmp_path / "ckpt")
+    D.main(["selfblend", "--data", str(tmp_path), "--split", "test", "--model", str(tmp_path / "ckpt"),
+            "--json", str(tmp_path / "out.json")])
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["reals"] == 2 and result["skipped_no_landmarks"] == 1
+    assert list(result["variants"]) == list(D.SELFBLEND_VARIANTS)
+    for name, v in result["variants"].items():
+        assert 0.0 <= v["auc"] <= 1.0, name
+        assert v["median_change"] > 0.5, name  # every variant really changed the face inside its mask

@@ -130,3 +130,22 @@ def test_tps_warp_moves_a_point_where_asked():
     out = blend.tps_warp(img, src, dst)
     ys, xs = np.nonzero(out[..., 0] > 128)
     assert xs.mean() == pytest.approx(48, abs=1.0) and ys.mean() == pytest.approx(60, abs=1.0)
+
+
+def test_a_selfblend_source_always_gets_a_colour_and_a_frequency_change(astronaut, landmarks, monkeypatch):
+    """As SBI's source transforms: both, every time (a colour change alone left a tint no detector here could see)."""
+    from mtl.forge.selfblend import make_source
+
+    calls = {"colour": 0, "frequency": 0}
+    colour, frequency = blend.jitter_colour, blend.jitter_frequency
+
+    def count(name, fn):
+        return lambda *a, **k: calls.__setitem__(name, calls[name] + 1) or fn(*a, **k)
+
+    monkeypatch.setattr(blend, "jitter_colour", count("colour", colour))
+    monkeypatch.setattr(blend, "jitter_frequency", count("frequency", frequency))
+    for seed in range(12):
+        forge(astronaut, "selfblend", np.random.default_rng(seed), landmarks=landmarks)
+    assert calls == {"colour": 12, "frequency": 12}
+    untouched = make_source(astronaut, landmarks, np.random.default_rng(0), colour=False, frequency=False, shift=False)
+    assert np.array_equal(untouched, astronaut)

@@ -10,12 +10,18 @@ scored by how much it changed the pixels (mean absolute difference inside its ma
 within bins of that visibility tells whether a family is hard because its forgeries are invisible or because the
 detector misses visible ones.
 
+``selfblend``: which ingredient of a self-blend the detector sees. Self-blends are made afresh on the split's real
+crops with one ingredient at a time (a colour change, a frequency change, a slight shift; ``mtl.forge.selfblend``),
+all three, and all three on a part of the face only; each variant's AUC against the same real crops. Both sides get
+one more JPEG round trip, as ``train.build_dataset`` gives every crop.
+
 ``tradeoff``: how many real video frames a model flags when it catches a given share of a split's fakes. Two
 checkpoints calibrated to different thresholds cannot be compared by the false alarms each raises at its own
 threshold (a stricter threshold lowers both the alarms and the detections); at matched detection rates they can.
 
     python -m train.diagnose degradations --data data/forge-v1 --split val --limit 1200 --model checkpoints/regnetx-forge
     python -m train.diagnose visibility --data data/forge-v1 --split test --model checkpoints/regnetx-forge
+    python -m train.diagnose selfblend --data data/forge-v1 --split test --limit 900 --model checkpoints/regnetx-forge
     python -m train.diagnose tradeoff --data data/forge-v1 --split test --model checkpoints/regnetx-forge \
         --videos ../shared/data/videos --every 10
 """
@@ -162,6 +168,68 @@ def by_visibility(model, data: ManifestFrames, precision: str = "bf16") -> dict:
     return out
 
 
+# --- self-blend ingredients ---------------------------------------------------------------------------------------
+WHOLE_FACE, FACE_PART = ["hull", "inner", "ellipse"], ["mouth", "eyes", "nose"]
+SELFBLEND_VARIANTS = {  # name: make_source's switches, the blend mask's region kinds
+    "colour only": (dict(colour=True, frequency=False, shift=False), WHOLE_FACE),
+    "frequency only": (dict(colour=False, frequency=True, shift=False), WHOLE_FACE),
+    "shift only": (dict(colour=False, frequency=False, shift=True), WHOLE_FACE),
+    "all three": (dict(colour=True, frequency=True, shift=True), WHOLE_FACE),
+    "all three, a part": (dict(colour=True, frequency=True, shift=True), FACE_PART),
+}
+
+
+def forge_selfblend_variants(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> dict:
+    """Each variant of ``SELFBLEND_VARIANTS`` forged on one real crop: name -> (crop, mean change inside the mask)."""
+    from mtl.forge import blend
+    from mtl.forge.selfblend import make_source
+    from train.build_dataset import recompress
+
+    out = {}
+    for name, (switches, kinds) in SELFBLEND_VARIANTS.items():
+        alpha = blend.blend_mask(rgb.shape, landmarks, rng, kinds)
+        forged = blend.alpha_blend(make_source(rgb, landmarks, rng, **switches), rgb, alpha)
+        inside = alpha > 0.5
+        change = float(np.abs(forged.astype(np.float32) - rgb).mean(axis=2)[inside].mean()) if inside.any() else 0.0
+        out[name] = (recompress(forged, rng), change)
+    return out
+
+
+def selfblend_ingredients(model, data: ManifestFrames, precision: str = "fp32", seed: int = 0) -> dict:
+    from mtl.faces import face_landmarks
+    from mtl.preprocess import to_model_input
+    from train.build_dataset import recompress
+
+    reals, fakes, changes, skipped = [], {k: [] for k in SELFBLEND_VARIANTS}, {k: [] for k in SELFBLEND_VARIANTS}, 0
+    for i, row in enumerate(r for r in data.rows if r["label"] == "real"):
+        rgb = cv2.cvtColor(cv2.imread(str(data.root / row["image"])), cv2.COLOR_BGR2RGB)
+        faces = face_landmarks(rgb)
+        if not faces:
+            skipped += 1
+            continue
+        rng = np.random.default_rng([seed, i])
+        reals.append(recompress(rgb, rng))
+        for name, (crop, change) in forge_selfblend_variants(rgb, faces[0], rng).items():
+            fakes[name].append(crop)
+            changes[name].append(change)
+
+    def scores(crops):
+        return np.concatenate([model.predict(to_model_input(crops[j:j + 32]), precision).p_fake.numpy()
+                               for j in range(0, len(crops), 32)]) if crops else np.zeros(0)
+
+    real_scores = scores(reals)
+    variants = {}
+    for name in SELFBLEND_VARIANTS:
+        fake_scores = scores(fakes[name])
+        y = np.r_[np.zeros(len(real_scores)), np.ones(len(fake_scores))]
+        variants[name] = {"auc": M.roc_auc(y, np.r_[real_scores, fake_scores]) if len(reals) else float("nan"),
+                          "median_change": float(np.median(changes[name])) if changes[name] else float("nan"),
+                          "caught": float(np.mean(fake_scores > model.threshold)) if len(reals) else float("nan")}
+    return {"reals": len(reals), "skipped_no_landmarks": skipped,
+            "reals_flagged": float(np.mean(real_scores > model.threshold)) if len(reals) else float("nan"),
+            "variants": variants}
+
+
 # --- detections against false alarms on real video ------------------------------------------------------------------
 DEFAULT_TPRS = (0.30, 0.35, 0.40, 0.45, 0.50)
 
@@ -217,6 +285,15 @@ def format_visibility(v: dict) -> str:
     return "\n".join(lines)
 
 
+def format_selfblend(r: dict) -> str:
+    lines = [f"self-blends made on {r['reals']} real crops ({r['skipped_no_landmarks']} without landmarks skipped); "
+             f"{100 * r['reals_flagged']:.1f}% of the reals flagged",
+             f"{'variant':20s} {'AUC':>6s} {'caught':>7s}  median change inside the mask (grey levels)"]
+    lines += [f"{name:20s} {_fmt(v['auc']):>6s} {100 * v['caught']:6.1f}%  {v['median_change']:.1f}"
+              for name, v in r["variants"].items()]
+    return "\n".join(lines)
+
+
 def format_tradeoff(t: dict) -> str:
     lines = [f"at its own threshold {t['own_threshold']:.4f}: {100 * t['own_tpr']:.1f}% of fakes caught, "
              f"{100 * t['frames_flagged_at_own']:.2f}% of {t['frames']} real video frames flagged",
@@ -228,14 +305,14 @@ def format_tradeoff(t: dict) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.diagnose", description=__doc__.split("\n\n")[0])
-    p.add_argument("analysis", choices=["degradations", "visibility", "tradeoff"])
+    p.add_argument("analysis", choices=["degradations", "visibility", "selfblend", "tradeoff"])
     p.add_argument("--data", type=Path, required=True, help="a dataset root with manifest.csv")
     p.add_argument("--split", default="val")
     p.add_argument("--model", required=True, help="checkpoint directory or Hub id")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many rows")
     p.add_argument("--only", action="append", choices=list(DEGRADATIONS), help="degradations: run only these")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="default: bf16, except tradeoff (fp32, as train.evaluate)")
+                   help="default: bf16, except tradeoff and selfblend (fp32, as train.evaluate)")
     p.add_argument("--videos", nargs="+", metavar="DIR_OR_FILE", help="tradeoff: real videos")
     p.add_argument("--every", type=int, default=10, help="tradeoff: analyse every k-th frame")
     p.add_argument("--tpr", type=float, action="append", help="tradeoff: detection rates to match (repeatable)")
@@ -252,6 +329,9 @@ def main(argv=None) -> None:
     if args.analysis == "tradeoff":
         result = tradeoff(model, data, args.videos, args.every, args.tpr or DEFAULT_TPRS, args.precision or "fp32")
         print(format_tradeoff(result))
+    elif args.analysis == "selfblend":
+        result = selfblend_ingredients(model, data, args.precision or "fp32")
+        print(format_selfblend(result))
     elif args.analysis == "degradations":
         result = degradations(model, data, args.only, args.precision or "bf16")
         print(format_degradations(result))

@@ -16,18 +16,23 @@ MASK_KINDS = ["hull", "inner", "ellipse", "center", "lower", "mouth", "eyes", "n
 MASK_WEIGHTS = [3, 3, 2, 1, 1, 1, 1, 0.5]
 
 
-def make_source(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def make_source(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, colour: bool = True,
+                frequency: bool = True, shift: bool | None = None) -> np.ndarray:
+    """The face to blend in: a colour change and a frequency change, always both, as SBI's source transforms do
+    (a colour ``Compose`` and a ``OneOf(downscale, sharpen)``, each with p=1), then in 70% of cases a slight shift
+    (``shift`` None; True or False forces it). ``train.diagnose selfblend`` turns the ingredients off one at a time.
+
+    Until this was fixed, 40% of the self-blends got a colour change alone. Those are a soft tint under a feathered
+    mask; the shipped detector scored them at chance (AUC 0.50 in ``train.diagnose selfblend``), and SBI never makes
+    them.
+    """
     scale = blend.face_scale(landmarks)
     source = rgb
-    # SBI applies at least one of colour or frequency change, otherwise source == target and there is no forgery
-    do_colour, do_freq = rng.random() < 0.7, rng.random() < 0.6
-    if not (do_colour or do_freq):
-        do_colour = True
-    if do_colour:
+    if colour:
         source = blend.jitter_colour(source, rng, amount=rng.uniform(0.5, 1.2))
-    if do_freq:
+    if frequency:
         source = blend.jitter_frequency(source, rng, scale)
-    if rng.random() < 0.7:
+    if shift if shift is not None else rng.random() < 0.7:
         m = blend.random_affine(landmarks.mean(0), scale, rng, amount=rng.uniform(0.3, 1.0))
         source = blend.warp_image(source, m, rgb.shape)
     return source
