@@ -56,7 +56,8 @@ class NoiseResiduals(nn.Module):
     def __init__(self):
         super().__init__()
         second_order_3 = [[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]]
-        second_order_5 = [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]]
+        second_order_5 = [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2],
+                          [-1, 2, -2, 2, -1]]
         horizontal = [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
         kernels = torch.tensor([second_order_3, second_order_5, horizontal], dtype=torch.float32)
         kernels = kernels / torch.tensor([4.0, 12.0, 2.0]).view(3, 1, 1)

@@ -199,3 +199,12 @@ def test_noise_residuals_added_to_a_checkpoint_start_from_its_outputs_and_can_le
     wide.train()
     wide(x).activations.sum().backward()
     assert first.weight.grad[:, 3:].abs().sum() > 0  # the new channels are not dead: training moves them
+
+
+def test_noise_residuals_flag_builds_a_fresh_model_with_them(tmp_path):
+    from train.train import build_model, parse_args
+
+    args = parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--noise-residuals"])
+    model = build_model(args)
+    assert model.residuals is not None and model.config["noise_residuals"] is True
+    assert build_model(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run")])).residuals is None

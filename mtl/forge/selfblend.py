@@ -32,7 +32,9 @@ def make_source(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator
         source = blend.jitter_colour(source, rng, amount=rng.uniform(0.5, 1.2))
     if frequency:
         source = blend.jitter_frequency(source, rng, scale)
-    if shift if shift is not None else rng.random() < 0.7:
+    if shift is None:
+        shift = rng.random() < 0.7
+    if shift:
         m = blend.random_affine(landmarks.mean(0), scale, rng, amount=rng.uniform(0.3, 1.0))
         source = blend.warp_image(source, m, rgb.shape)
     return source
