@@ -215,19 +215,22 @@ def selfblend_ingredients(model, data: ManifestFrames, precision: str = "fp32", 
 
     def scores(crops):
         return np.concatenate([model.predict(to_model_input(crops[j:j + 32]), precision).p_fake.numpy()
-                               for j in range(0, len(crops), 32)]) if crops else np.zeros(0)
+                               for j in range(0, len(crops), 32)])
 
+    nan = float("nan")
+    if not reals:  # no real crop with landmarks: nothing to forge or score
+        return {"reals": 0, "skipped_no_landmarks": skipped, "reals_flagged": nan,
+                "variants": {name: {"auc": nan, "median_change": nan, "caught": nan} for name in SELFBLEND_VARIANTS}}
     real_scores = scores(reals)
     variants = {}
     for name in SELFBLEND_VARIANTS:
         fake_scores = scores(fakes[name])
         y = np.r_[np.zeros(len(real_scores)), np.ones(len(fake_scores))]
-        variants[name] = {"auc": M.roc_auc(y, np.r_[real_scores, fake_scores]) if len(reals) else float("nan"),
-                          "median_change": float(np.median(changes[name])) if changes[name] else float("nan"),
-                          "caught": float(np.mean(fake_scores > model.threshold)) if len(reals) else float("nan")}
+        variants[name] = {"auc": M.roc_auc(y, np.r_[real_scores, fake_scores]),
+                          "median_change": float(np.median(changes[name])),
+                          "caught": float(np.mean(fake_scores > model.threshold))}
     return {"reals": len(reals), "skipped_no_landmarks": skipped,
-            "reals_flagged": float(np.mean(real_scores > model.threshold)) if len(reals) else float("nan"),
-            "variants": variants}
+            "reals_flagged": float(np.mean(real_scores > model.threshold)), "variants": variants}
 
 
 # --- detections against false alarms on real video ------------------------------------------------------------------

@@ -53,8 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--method-head", action="store_true", help="also predict the manipulation family (with --init: a fresh head if the checkpoint has none)")
     p.add_argument("--noise-residuals", action="store_true",
                    help="stack the face's high-pass noise residuals after its RGB channels "
-                        "(mtl.encoders.NoiseResiduals); with --init, the checkpoint's first convolution is widened with zero weights, so training "
-                        "starts from exactly the checkpoint's outputs")
+                        "(mtl.encoders.NoiseResiduals); with --init, the checkpoint's first convolution is widened "
+                        "with zero weights, so training starts from exactly the checkpoint's outputs")
     p.add_argument("--init", help="start from this checkpoint (dir or Hub id): fine-tuning")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0 = no limit)")
