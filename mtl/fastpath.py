@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoders import ClassNSegEncoder
-from .model import gate_latent, half_activations
+from .model import gate_latent
 
 FP32_PREFIX_LAYERS = 15  # modules of ClassNSegEncoder.layers kept in fp32: conv+bn+relu x 5
 
@@ -174,21 +174,23 @@ class FastNetwork:
         self.segmenter = _prepare(model.decoder.segmenter)
         self.method_head = _prepare(model.method_head)
 
-    def run(self, x: torch.Tensor, precision: str = "auto"):
+    def _autocast(self, x: torch.Tensor, precision: str):
         use_bf16 = precision == "bf16" or (precision == "auto" and x.device.type == "cpu" and cpu_has_bf16())
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    def encode(self, x: torch.Tensor, precision: str = "auto") -> torch.Tensor:
+        """The latent (B x C x h x w) of a batch of normalised faces."""
         x = self.model.encoder_input(x.float())  # residuals in fp32: bf16 would round them away
         x = self.encoder_fp32(x.contiguous(memory_format=torch.channels_last))
-        with autocast:
-            latent = self.encoder(x)
-            activations = half_activations(latent)
-            p_fake = self.model.calibrate(activations)
-            is_fake = p_fake > self.model.threshold
-            logits = self.segmenter(self.trunk(gate_latent(latent, (~is_fake).long())))
+        with self._autocast(x, precision):
+            return self.encoder(x)
+
+    def decode(self, latent: torch.Tensor, keep: torch.Tensor, precision: str = "auto"):
+        """Segmentation logits of the half named by ``keep`` (REAL=1 / FAKE=0), and the method head's logits."""
+        with self._autocast(latent, precision):
+            logits = self.segmenter(self.trunk(gate_latent(latent, keep)))
             method_logits = self.method_head(latent) if self.method_head is not None else None
-        # softmax over two channels, channel 1 = manipulated
-        mask = torch.sigmoid(logits[:, 1].float() - logits[:, 0].float())
-        return latent, activations, p_fake, is_fake, mask, method_logits
+        return logits, method_logits
 
 
 def fast_network(model) -> FastNetwork:

@@ -131,6 +131,7 @@ class ClassNSeg(
         name: str = "classnseg",
         description: str = "",
         noise_residuals: bool = False,
+        test_time_flip: bool = False,
     ):
         super().__init__()
         if latent_channels % 2:
@@ -144,6 +145,9 @@ class ClassNSeg(
         self.description = description
         # optional: the face's high-pass residuals stacked after its RGB channels before the encoder
         self.residuals = NoiseResiduals() if noise_residuals else None
+        # optional: predict() scores each face and its mirror image and averages them (the calibration must be fitted
+        # with the same setting, see train.calibrate --test-time-flip)
+        self.test_time_flip = bool(test_time_flip)
         in_channels = 3 + (NoiseResiduals.CHANNELS if noise_residuals else 0)
         self.encoder = build_encoder(encoder, latent_channels, pretrained=pretrained, in_channels=in_channels)
         self.decoder = YDecoder(latent_channels)
@@ -174,6 +178,7 @@ class ClassNSeg(
             "name": self.name,
             "description": self.description,
             **({"noise_residuals": True} if self.residuals is not None else {}),
+            **({"test_time_flip": True} if self.test_time_flip else {}),
         }
 
     def set_calibration(self, scale: float, bias: float, threshold: float | None = None) -> None:
@@ -240,6 +245,9 @@ class ClassNSeg(
 
         ``precision="fp32"`` runs the exact network (eval mode, float32); ``"auto"`` the fast path of
         ``mtl.fastpath`` (BatchNorm folded, no reconstruction branch, channels-last, bf16 where the CPU has it).
+        With ``test_time_flip`` each face is also scored mirrored: the two activations are averaged before the
+        calibration, the winning half of both latents is decoded, and the masks (the mirror's flipped back) and method
+        logits are averaged.
         """
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
@@ -248,18 +256,43 @@ class ClassNSeg(
         if self.training:
             self.eval()
         if precision == "fp32":
-            latent = self.encoder(self.encoder_input(x.float()))
-            activations = half_activations(latent)
-            p_fake = self.calibrate(activations)
-            is_fake = p_fake > self.threshold
-            seg_logits, _ = self.decoder(gate_latent(latent, (~is_fake).long()), reconstruct=False)
-            mask = torch.softmax(seg_logits.float(), dim=1)[:, 1]
-            method_logits = self.method_head(latent) if self.method_head is not None else None
+            network = _ExactNetwork(self)
         else:
             from .fastpath import fast_network
 
             if self._fast is None:
                 self._fast = fast_network(self)
-            latent, activations, p_fake, is_fake, mask, method_logits = self._fast.run(x, precision)
-        method_probs = torch.softmax(method_logits.float(), dim=1) if method_logits is not None else None
+            network = self._fast
+        b = x.shape[0]
+        views = torch.cat([x, x.flip(-1)]) if self.test_time_flip else x
+        latent = network.encode(views, precision)
+        activations = half_activations(latent)
+        if self.test_time_flip:
+            activations = (activations[:b] + activations[b:]) / 2
+        p_fake = self.calibrate(activations)
+        is_fake = p_fake > self.threshold
+        keep = (~is_fake).long()
+        logits, method_logits = network.decode(latent, keep.repeat(2) if self.test_time_flip else keep, precision)
+        mask = torch.sigmoid(logits[:, 1].float() - logits[:, 0].float())  # softmax over two channels: 1 = manipulated
+        if method_logits is not None:
+            method_logits = method_logits.float()
+        if self.test_time_flip:
+            mask = (mask[:b] + mask[b:].flip(-1)) / 2
+            method_logits = None if method_logits is None else (method_logits[:b] + method_logits[b:]) / 2
+        method_probs = torch.softmax(method_logits, dim=1) if method_logits is not None else None
         return Prediction(p_fake.float(), is_fake, activations.float(), mask.float(), method_probs)
+
+
+class _ExactNetwork:
+    """``predict(precision="fp32")``'s two stages on the model itself, in float32."""
+
+    def __init__(self, model: ClassNSeg):
+        self.model = model
+
+    def encode(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        return self.model.encoder(self.model.encoder_input(x.float()))
+
+    def decode(self, latent: torch.Tensor, keep: torch.Tensor, precision: str = "fp32"):
+        seg_logits, _ = self.model.decoder(gate_latent(latent, keep), reconstruct=False)
+        method_head = self.model.method_head
+        return seg_logits, (method_head(latent) if method_head is not None else None)

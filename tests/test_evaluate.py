@@ -214,3 +214,21 @@ def test_false_positive_rate_on_frames_of_real_videos(tmp_path):
     r = evaluate_real_videos(model, [tmp_path], every=5)
     assert r["fpr_frames"] == 1.0 and r["fpr_videos"] == 1.0 and r["fpr_frames_interval"] == [1.0, 1.0]
     assert r["per_video"][0]["video"] == "real.mp4" and len(r["per_video"][0]["frame_p_fake"]) == 4
+
+
+def test_calibrate_cli_turns_test_time_flip_on_and_fits_on_mirrored_views(tiny, tmp_path):
+    from mtl import load_model
+    from train import calibrate
+
+    root, _ = tiny
+    out = tmp_path / "flip"
+    assert calibrate.main(["--data", str(root), "--split", "test", "--model", str(root / "ckpt"), "--out", str(out),
+                           "--target-fpr", "0.34", "--test-time-flip"]) == 0
+    rep = json.loads((out / "calibration.json").read_text())
+    m = load_model(out)
+    assert m.test_time_flip and rep["test_time_flip"] is True
+    r = E.evaluate(m, E.open_split(root, "test"))
+    assert r["overall"]["fpr"] == pytest.approx(rep["after"]["fpr"])  # fitted on the same mirrored scores
+    assert not load_model(root / "ckpt").test_time_flip  # --out left the original alone
+    assert calibrate.main(["--data", str(root), "--split", "test", "--model", str(out), "--no-test-time-flip"]) == 0
+    assert not load_model(out).test_time_flip

@@ -19,6 +19,13 @@ def model():
     return ClassNSeg().eval()
 
 
+def fast_path_in_fp32(model, x, monkeypatch):
+    """``predict(precision="auto")`` as it runs on a CPU without bf16, whatever this CPU has."""
+    monkeypatch.setattr("mtl.fastpath.cpu_has_bf16", lambda: False)
+    model._fast = None
+    return model.predict(x, "auto")
+
+
 def test_shapes_of_the_paper_network(model):
     out = model(torch.randn(2, 3, 256, 256))
     assert out.latent.shape == (2, 128, 16, 16)
@@ -158,7 +165,7 @@ def test_unknown_encoder_is_a_clear_error():
         ClassNSeg(encoder="nope")
 
 
-def test_fast_path_fp32_matches_the_exact_network():
+def test_fast_path_fp32_matches_the_exact_network(monkeypatch):
     torch.manual_seed(0)
     m = ClassNSeg().eval()
     for bn in m.modules():  # non-trivial BatchNorm statistics, so folding is really exercised
@@ -167,13 +174,11 @@ def test_fast_path_fp32_matches_the_exact_network():
             bn.running_var.uniform_(0.5, 2.0)
             bn.bias.data.uniform_(-0.1, 0.1)
     x = torch.randn(3, 3, 256, 256)
-    exact, fast = m.predict(x, "fp32"), m.predict(x, "auto")
-    from mtl.fastpath import FastNetwork
-
-    _, act, p, is_fake, mask, _ = FastNetwork(m).run(x, "fp32")
-    assert torch.allclose(act, exact.activations, rtol=1e-4, atol=1e-6)
-    assert torch.equal(is_fake, exact.is_fake)
-    assert torch.allclose(mask, exact.mask, atol=1e-4)
+    exact = m.predict(x, "fp32")
+    fast = fast_path_in_fp32(m, x, monkeypatch)
+    assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-6)
+    assert torch.equal(fast.is_fake, exact.is_fake)
+    assert torch.allclose(fast.mask, exact.mask, atol=1e-4)
     assert fast.p_fake.shape == (3,)
 
 
@@ -275,7 +280,7 @@ def test_noise_residuals_are_zero_on_flat_and_linear_images_and_keep_the_rgb():
 
 
 @pytest.mark.parametrize("encoder", ["classnseg", "timm/regnetx_002"])
-def test_a_model_with_noise_residuals_saves_loads_and_its_fast_path_matches(tmp_path, encoder):
+def test_a_model_with_noise_residuals_saves_loads_and_its_fast_path_matches(tmp_path, encoder, monkeypatch):
     if encoder.startswith("timm/"):
         pytest.importorskip("timm")
     torch.manual_seed(0)
@@ -288,9 +293,68 @@ def test_a_model_with_noise_residuals_saves_loads_and_its_fast_path_matches(tmp_
     x = torch.randn(2, 3, 256, 256)
     exact = loaded.predict(x, "fp32")
     assert torch.equal(exact.activations, m.predict(x, "fp32").activations)
-    from mtl.fastpath import FastNetwork
-
-    _, act, _, _, mask, _ = FastNetwork(loaded).run(x, "fp32")
-    assert torch.allclose(act, exact.activations, rtol=1e-4, atol=1e-5)
-    assert torch.allclose(mask, exact.mask, atol=1e-4)
+    fast = fast_path_in_fp32(loaded, x, monkeypatch)
+    assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(fast.mask, exact.mask, atol=1e-4)
     assert "noise_residuals" not in ClassNSeg(latent_channels=32).config  # old configs stay as they were
+
+
+class _SidedEncoder(nn.Module):
+    """A latent whose fake half weighs the image's left side and whose real half its right: mirroring matters."""
+
+    def forward(self, x):
+        grid = nn.functional.adaptive_avg_pool2d(x.abs().mean(1, keepdim=True), 16)  # B x 1 x 16 x 16
+        ramp = torch.linspace(0.0, 2.0, 16)
+        fake, real = grid * ramp.flip(0), grid * ramp
+        return torch.cat([fake.expand(-1, 16, -1, -1), real.expand(-1, 16, -1, -1)], 1)
+
+
+def _small_model(**kw):
+    torch.manual_seed(0)
+    m = ClassNSeg(latent_channels=32, method_head=True, calibration_scale=5.0, calibration_bias=-1.0,
+                  **kw).eval()
+    m.encoder = _SidedEncoder()
+    return m
+
+
+def test_test_time_flip_averages_a_face_and_its_mirror():
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 256, 256)
+    x[0, :, :, :100] *= 3  # a face brighter on the left, one on the right, one even
+    x[1, :, :, 156:] *= 3
+    plain = _small_model()
+    flip = _small_model(test_time_flip=True)
+    a, b = plain.predict(x, "fp32"), plain.predict(x.flip(-1), "fp32")
+    both = flip.predict(x, "fp32")
+    assert torch.allclose(both.activations, (a.activations + b.activations) / 2, atol=1e-6)
+    assert torch.allclose(both.p_fake, plain.calibrate((a.activations + b.activations) / 2), atol=1e-6)
+    assert not torch.allclose(both.p_fake, a.p_fake, atol=1e-4)  # the mirror really changed something
+    assert a.is_fake.tolist() == [True, False, False] and b.is_fake.tolist() == [False, True, False]
+    # where both views reach the same verdict, the mask is the mean of the mask and the mirror's, flipped back
+    same = a.is_fake == b.is_fake
+    assert same.any()
+    expected = (a.mask + b.mask.flip(-1)) / 2
+    assert torch.allclose(both.mask[same], expected[same], atol=1e-5)
+    expected_methods = torch.softmax((torch.log(a.method_probs) + torch.log(b.method_probs)) / 2, 1)
+    assert torch.allclose(both.method_probs, expected_methods, atol=1e-5)
+    # scoring the mirror image gives the same verdict and the mirrored mask
+    mirrored = flip.predict(x.flip(-1), "fp32")
+    assert torch.allclose(mirrored.p_fake, both.p_fake, atol=1e-6)
+    assert torch.allclose(mirrored.mask, both.mask.flip(-1), atol=1e-5)
+
+
+def test_test_time_flip_is_saved_only_when_on_and_its_fast_path_matches(tmp_path, monkeypatch):
+    assert "test_time_flip" not in ClassNSeg(latent_channels=32).config  # older configs stay as they were
+    ClassNSeg(latent_channels=32, test_time_flip=True).save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["test_time_flip"] is True
+    assert load_model(tmp_path / "ckpt").test_time_flip
+    m = _small_model(test_time_flip=True)
+    x = torch.randn(3, 3, 256, 256)
+    x[0, :, :, :100] *= 3
+    exact = m.predict(x, "fp32")
+    fast = fast_path_in_fp32(m, x, monkeypatch)
+    assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-6)
+    assert torch.equal(fast.is_fake, exact.is_fake)
+    assert torch.allclose(fast.mask, exact.mask, atol=1e-4)
+    assert torch.allclose(fast.method_probs, exact.method_probs, atol=1e-4)
+    assert len(m.predict(x[:0], "fp32")) == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mtl import load_model
+from mtl import ClassNSeg, load_model
 from train.train import main as train_main
 
 
@@ -208,3 +208,13 @@ def test_noise_residuals_flag_builds_a_fresh_model_with_them(tmp_path):
     model = build_model(args)
     assert model.residuals is not None and model.config["noise_residuals"] is True
     assert build_model(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run")])).residuals is None
+
+
+def test_training_from_a_mirroring_checkpoint_scores_single_views(tmp_path):
+    """Training calibrates on single views, so a checkpoint's test-time flip is switched off when it is the start."""
+    from train.train import build_model, parse_args
+
+    ClassNSeg(latent_channels=32, test_time_flip=True).save_pretrained(tmp_path / "ckpt")
+    args = parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "ckpt")])
+    model = build_model(args)
+    assert not model.test_time_flip and "test_time_flip" not in model.config

@@ -164,6 +164,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16"))
+    p.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="score each face and its mirror image and average them, fitting the calibration that way and "
+                        "storing the setting in the checkpoint (default: keep the checkpoint's setting)")
     args = p.parse_args(argv)
 
     from mtl import load_model
@@ -172,12 +175,15 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     model = load_model(args.model)
+    if args.test_time_flip is not None:
+        model.test_time_flip = args.test_time_flip
     data = open_split(args.data, args.split, args.limit, args.seed)
     s = collect(model, data, precision=args.precision, batch_size=args.batch_size)
     scale, bias, threshold, report = fit_calibration(
         s["activations"], s["label"], args.target_fpr, args.l2,
         current=(model.calibration_scale, model.calibration_bias, model.threshold))
-    report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "precision": args.precision})
+    report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "precision": args.precision,
+                   "test_time_flip": model.test_time_flip})
     print(format_report(report))
     out = args.out or Path(args.model)
     model.set_calibration(scale, bias, threshold)

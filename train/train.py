@@ -250,6 +250,8 @@ def build_model(args) -> ClassNSeg:
             model = with_noise_residuals(model)
         if args.name:
             model.name = args.name
+        # training calibrates on single views; turn mirroring back on with `train.calibrate --test-time-flip`
+        model.test_time_flip = False
         return model
     return ClassNSeg(encoder=args.encoder, latent_channels=args.latent_channels, method_head=args.method_head,
                      noise_residuals=args.noise_residuals, name=args.name or args.out.name)
