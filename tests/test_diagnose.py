@@ -199,3 +199,59 @@ def test_selfblend_ingredients_scores_each_variant_against_the_same_reals(tmp_pa
     for name, v in result["variants"].items():
         assert 0.0 <= v["auc"] <= 1.0, name
         assert v["median_change"] > 0.5, name  # every variant really changed the face inside its mask
+
+
+class _CentreModel:
+    """A stand-in detector whose evidence is how much brighter the face's centre is than a fixed corner, times
+    ``scale``, plus ``tilt`` times the corner's brightness: two such models disagree on which crops are fakest."""
+
+    threshold = 0.5
+
+    def __init__(self, scale: float, tilt: float):
+        self.scale, self.tilt = scale, tilt
+
+    def predict(self, x, precision="fp32"):
+        from mtl.model import Prediction
+
+        corner = x[:, :, :32, :32].mean((1, 2, 3))
+        ev = self.scale * (x[:, :, 64:192, 64:192].mean((1, 2, 3)) - corner) + self.tilt * corner
+        act = torch.stack([ev, torch.zeros_like(ev)], 1)
+        p = torch.sigmoid(ev)
+        return Prediction(p, p > 0.5, act, torch.zeros(len(x), 256, 256), None)
+
+
+def test_ensemble_averages_standardized_evidence(built):
+    root, _ = built
+    a, b = _CentreModel(1.0, 10.0), _CentreModel(1.0, -10.0)  # each misled by the corner, in opposite directions
+    data = E.open_split(root, "test")
+    reference = E.open_split(root, "test", limit=6, seed=3)
+    result = D.ensemble([a, b], ["a", "b"], data, reference)
+    assert [r["model"] for r in result["rows"]] == ["a", "b", "average of the 2"]
+    assert result["crops"] == 10 and result["reference_crops"] == 6
+
+    fake = np.array([row["label"] == "fake" for row in data.rows])
+    z = []
+    for m in (a, b):
+        ev = D.evidence(E.collect(m, data))
+        ref = D.evidence(E.collect(m, reference))
+        z.append((ev - ref.mean()) / ref.std())
+        assert result["rows"][len(z) - 1]["auc"]["all"] == pytest.approx(M.roc_auc(fake, ev))
+    average = M.roc_auc(fake, (z[0] + z[1]) / 2)
+    # their mistakes cancel: the average ranks the crops better than either (0.96 against 0.88 and 0.88)
+    assert average > max(result["rows"][0]["auc"]["all"], result["rows"][1]["auc"]["all"])
+    assert result["rows"][2]["auc"]["all"] == pytest.approx(average)
+    # a model averaged with itself is that model
+    twice = D.ensemble([b, b], ["b", "b"], data, reference)
+    assert twice["rows"][2]["auc"] == pytest.approx(twice["rows"][0]["auc"], nan_ok=True)
+
+
+def test_ensemble_cli_takes_several_models_and_the_others_one(built, tmp_path, capsys):
+    root, _ = built
+    ckpt = str(root / "ckpt")
+    D.main(["ensemble", "--data", str(root), "--split", "test", "--reference-split", "test", "--model", ckpt,
+            "--model", ckpt, "--json", str(tmp_path / "e.json")])
+    printed = capsys.readouterr().out
+    assert "average of the 2" in printed and "selfblend" in printed
+    with pytest.raises(SystemExit):
+        D.main(["degradations", "--data", str(root), "--split", "test", "--model", ckpt, "--model", ckpt])
+    assert "only ensemble takes several" in capsys.readouterr().err

@@ -15,6 +15,11 @@ crops with one ingredient at a time (a colour change, a frequency change, a slig
 all three, and all three on a part of the face only; each variant's AUC against the same real crops. Both sides get
 one more JPEG round trip, as ``train.build_dataset`` gives every crop.
 
+``ensemble``: several checkpoints scored together. Each model's evidence (its activation difference, a_fake -
+a_real) is put in units of its spread over a reference split (``--reference-split``, default val), so that models with
+different activation scales weigh alike, and the average is scored beside each model alone. If checkpoints trained
+differently make different mistakes, their average is better than the best of them.
+
 ``tradeoff``: how many real video frames a model flags when it catches a given share of a split's fakes. Two
 checkpoints calibrated to different thresholds cannot be compared by the false alarms each raises at its own
 threshold (a stricter threshold lowers both the alarms and the detections); at matched detection rates they can.
@@ -24,6 +29,8 @@ threshold (a stricter threshold lowers both the alarms and the detections); at m
     python -m train.diagnose selfblend --data data/forge-v1 --split test --limit 900 --model checkpoints/regnetx-forge
     python -m train.diagnose tradeoff --data data/forge-v1 --split test --model checkpoints/regnetx-forge \
         --videos ../shared/data/videos --every 10
+    python -m train.diagnose ensemble --data data/forge-v1 --split test --model checkpoints/regnetx-forge \
+        --model checkpoints/classnseg-forge
 """
 
 from __future__ import annotations
@@ -264,6 +271,26 @@ def tradeoff(model, data: ManifestFrames, videos, every: int = 10, tprs=DEFAULT_
             "rows": matched_false_alarms(s["p_fake"][s["label"] == 0], frames, tprs)}
 
 
+# --- several checkpoints together ----------------------------------------------------------------------------------
+def evidence(s: dict) -> np.ndarray:
+    """What a model's verdict rests on: the fake half's activation minus the real half's (``collect``'s output)."""
+    a = s["activations"].astype(np.float64)
+    return a[:, 0] - a[:, 1]
+
+
+def ensemble(models, names, data: ManifestFrames, reference: ManifestFrames, precision: str = "fp32") -> dict:
+    """Per-family AUC of each model and of the average of their standardized evidence (see the module's text)."""
+    rows, standardized, s = [], [], None
+    for model, name in zip(models, names):
+        s = collect(model, data, precision=precision)
+        ref = evidence(collect(model, reference, precision=precision))
+        z = (evidence(s) - ref.mean()) / max(float(ref.std()), 1e-12)
+        standardized.append(z)
+        rows.append({"model": name, "auc": family_aucs(dict(s, p_fake=z))})
+    rows.append({"model": f"average of the {len(models)}", "auc": family_aucs(dict(s, p_fake=np.mean(standardized, 0)))})
+    return {"crops": len(data), "reference_crops": len(reference), "rows": rows}
+
+
 # --- command line --------------------------------------------------------------------------------------------------
 def _fmt(v) -> str:
     return "  -  " if v is None or not np.isfinite(v) else f"{v:.3f}"
@@ -306,16 +333,27 @@ def format_tradeoff(t: dict) -> str:
     return "\n".join(lines)
 
 
+def format_ensemble(e: dict) -> str:
+    head = f"{'model':40s} " + " ".join(f"{c:>9s}" for c in ["all", *FAMILIES])
+    lines = [f"AUC on {e['crops']} crops; evidence standardized on {e['reference_crops']} reference crops", head,
+             "-" * len(head)]
+    lines += [f"{r['model'][-40:]:40s} " + " ".join(f"{_fmt(r['auc'][c]):>9s}" for c in ["all", *FAMILIES])
+              for r in e["rows"]]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.diagnose", description=__doc__.split("\n\n")[0])
-    p.add_argument("analysis", choices=["degradations", "visibility", "selfblend", "tradeoff"])
+    p.add_argument("analysis", choices=["degradations", "visibility", "selfblend", "tradeoff", "ensemble"])
     p.add_argument("--data", type=Path, required=True, help="a dataset root with manifest.csv")
     p.add_argument("--split", default="val")
-    p.add_argument("--model", required=True, help="checkpoint directory or Hub id")
+    p.add_argument("--model", action="append", required=True,
+                   help="checkpoint directory or Hub id (ensemble: repeat it, one per model)")
+    p.add_argument("--reference-split", default="val", help="ensemble: the split that standardizes each model")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many rows")
     p.add_argument("--only", action="append", choices=list(DEGRADATIONS), help="degradations: run only these")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="default: bf16, except tradeoff and selfblend (fp32, as train.evaluate)")
+                   help="default: bf16, except tradeoff, selfblend and ensemble (fp32, as train.evaluate)")
     p.add_argument("--videos", nargs="+", metavar="DIR_OR_FILE", help="tradeoff: real videos")
     p.add_argument("--every", type=int, default=10, help="tradeoff: analyse every k-th frame")
     p.add_argument("--tpr", type=float, action="append", help="tradeoff: detection rates to match (repeatable)")
@@ -323,13 +361,22 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.analysis == "tradeoff" and not args.videos:
         p.error("tradeoff needs --videos")
+    if args.analysis != "ensemble" and len(args.model) > 1:
+        p.error(f"{args.analysis} takes one --model; only ensemble takes several")
 
     from mtl import load_model
 
-    model = load_model(args.model).eval()
+    models = [load_model(m).eval() for m in args.model]
+    model = models[0]
     data = open_split(args.data, args.split, limit=args.limit)
-    print(f"{args.model} on {args.data} ({args.split}, {len(data)} crops), threshold {model.threshold:.3f}")
-    if args.analysis == "tradeoff":
+    if args.analysis != "ensemble":
+        print(f"{args.model[0]} on {args.data} ({args.split}, {len(data)} crops), threshold {model.threshold:.3f}")
+    if args.analysis == "ensemble":
+        print(f"{len(models)} models on {args.data} ({args.split}, {len(data)} crops)")
+        reference = open_split(args.data, args.reference_split, limit=args.limit)
+        result = ensemble(models, args.model, data, reference, args.precision or "fp32")
+        print(format_ensemble(result))
+    elif args.analysis == "tradeoff":
         result = tradeoff(model, data, args.videos, args.every, args.tpr or DEFAULT_TPRS, args.precision or "fp32")
         print(format_tradeoff(result))
     elif args.analysis == "selfblend":
