@@ -287,7 +287,8 @@ def ensemble(models, names, data: ManifestFrames, reference: ManifestFrames, pre
         z = (evidence(s) - ref.mean()) / max(float(ref.std()), 1e-12)
         standardized.append(z)
         rows.append({"model": name, "auc": family_aucs(dict(s, p_fake=z))})
-    rows.append({"model": f"average of the {len(models)}", "auc": family_aucs(dict(s, p_fake=np.mean(standardized, 0)))})
+    average = np.mean(standardized, axis=0)
+    rows.append({"model": f"average of the {len(models)}", "auc": family_aucs(dict(s, p_fake=average))})
     return {"crops": len(data), "reference_crops": len(reference), "rows": rows}
 
 
@@ -369,10 +370,9 @@ def main(argv=None) -> None:
     models = [load_model(m).eval() for m in args.model]
     model = models[0]
     data = open_split(args.data, args.split, limit=args.limit)
-    if args.analysis != "ensemble":
-        print(f"{args.model[0]} on {args.data} ({args.split}, {len(data)} crops), threshold {model.threshold:.3f}")
+    print(f"{len(models)} models on {args.data} ({args.split}, {len(data)} crops)" if args.analysis == "ensemble" else
+          f"{args.model[0]} on {args.data} ({args.split}, {len(data)} crops), threshold {model.threshold:.3f}")
     if args.analysis == "ensemble":
-        print(f"{len(models)} models on {args.data} ({args.split}, {len(data)} crops)")
         reference = open_split(args.data, args.reference_split, limit=args.limit)
         result = ensemble(models, args.model, data, reference, args.precision or "fp32")
         print(format_ensemble(result))
