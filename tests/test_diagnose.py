@@ -255,3 +255,6 @@ def test_ensemble_cli_takes_several_models_and_the_others_one(built, tmp_path, c
     with pytest.raises(SystemExit):
         D.main(["degradations", "--data", str(root), "--split", "test", "--model", ckpt, "--model", ckpt])
     assert "only ensemble takes several" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        D.main(["ensemble", "--data", str(root), "--split", "test", "--model", ckpt])
+    assert "at least two --model" in capsys.readouterr().err

@@ -280,7 +280,9 @@ def evidence(s: dict) -> np.ndarray:
 
 def ensemble(models, names, data: ManifestFrames, reference: ManifestFrames, precision: str = "fp32") -> dict:
     """Per-family AUC of each model and of the average of their standardized evidence (see the module's text)."""
-    rows, standardized, s = [], [], None
+    if len(models) < 2:
+        raise ValueError(f"an ensemble needs at least two models, got {len(models)}")
+    rows, standardized = [], []
     for model, name in zip(models, names):
         s = collect(model, data, precision=precision)
         ref = evidence(collect(model, reference, precision=precision))
@@ -364,6 +366,8 @@ def main(argv=None) -> None:
         p.error("tradeoff needs --videos")
     if args.analysis != "ensemble" and len(args.model) > 1:
         p.error(f"{args.analysis} takes one --model; only ensemble takes several")
+    if args.analysis == "ensemble" and len(args.model) < 2:
+        p.error("ensemble needs at least two --model")
 
     from mtl import load_model
 
