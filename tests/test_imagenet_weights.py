@@ -83,3 +83,11 @@ def test_models_without_wheel_weights_are_refused_clearly():
         wheel_state_dict("resnet18")
     with pytest.raises(ValueError, match="read 3 channels"):
         ClassNSeg(encoder=f"timm/{LITE0}", pretrained=True, noise_residuals=True)
+
+
+def test_the_trainer_refuses_pretrained_together_with_init(tmp_path, capsys):
+    from train.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--pretrained", "--init", "x"])
+    assert "give one of them" in capsys.readouterr().err

@@ -95,7 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "instead of the JPEG step, as faces in videos are (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--name", default=None, help="model name stored in config.json (default: OUT's name; with --init, that checkpoint's)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.pretrained and args.init:
+        p.error("--pretrained starts an encoder from ImageNet; --init starts from a checkpoint: give one of them")
+    return args
 
 
 # -- distributed -----------------------------------------------------------------------------------------------------
