@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "regnetx-forge"
+DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "lite0-forge"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 

@@ -1,0 +1,58 @@
+"""The shipped default checkpoint: what it is, that its fast path is its network, and that it still tells a real
+face it never saw (scikit-image's astronaut) from clear forgeries of it. A wrong file, a shifted key or a broken
+preprocessing step would fail the last test; the reenact and self-blend families are left out because the default
+is weak on them (see checkpoints/lite0-forge/README.md)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mtl import DEFAULT_CHECKPOINT, load_model
+from mtl.faces import face_landmarks
+from mtl.forge import forge
+from mtl.pipeline import analyze_image
+from mtl.preprocess import to_model_input
+
+
+@pytest.fixture(scope="module")
+def default():
+    return load_model()
+
+
+def test_the_default_is_the_calibrated_lite0_checkpoint(default):
+    assert DEFAULT_CHECKPOINT.name == "lite0-forge"
+    cfg = default.config
+    assert cfg["name"] == "lite0-forge" and cfg["encoder"] == "timm/tf_efficientnet_lite0" and cfg["method_head"]
+    assert 0.5 < cfg["threshold"] < 1 and cfg["calibration_scale"] > 1
+    assert "checkpoints/lite0-forge/README.md" in cfg["description"]
+
+
+def test_its_fast_path_is_its_network(default, astronaut, monkeypatch):
+    face = analyze_image(astronaut, default).faces[0]
+    x = to_model_input(np.stack([face.crop, face.crop[:, ::-1]]))
+    exact = default.predict(x, "fp32")
+    monkeypatch.setattr("mtl.fastpath.cpu_has_bf16", lambda: False)
+    default._fast = None
+    try:
+        fast = default.predict(x, "auto")
+    finally:
+        default._fast = None
+    assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(fast.p_fake, exact.p_fake, atol=1e-4)
+
+
+def test_it_tells_the_astronaut_from_clear_forgeries_of_her(default, astronaut):
+    import cv2
+
+    real = analyze_image(astronaut, default)
+    assert real.verdict == "real", real.p_fake
+    landmarks = face_landmarks(astronaut)[0]
+    donor = astronaut[:, ::-1].astype(np.float32) * np.array([1.1, 0.95, 0.85]) + 10
+    donor = cv2.resize(np.clip(donor, 0, 255).astype(np.uint8), (460, 460))
+    donor = np.ascontiguousarray(cv2.copyMakeBorder(donor, 30, 22, 10, 42, cv2.BORDER_REFLECT))
+    for family in ("deepfake", "faceswap"):
+        for seed in range(3):
+            fake = forge(astronaut, family, np.random.default_rng(seed), landmarks=landmarks, donor=donor,
+                         donor_landmarks=face_landmarks(donor)[0]).image
+            r = analyze_image(fake, default)
+            assert r.verdict == "fake" and r.p_fake > real.p_fake + 0.5, (family, seed, r.p_fake)
