@@ -37,3 +37,19 @@ def random_checkpoint():
         return load_model(folder)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def donor(astronaut):
+    """A second face: the astronaut mirrored, warmed and slightly rescaled (a different 'person' geometrically),
+    with its landmarks."""
+    import cv2
+    import numpy as np
+
+    from mtl.faces import face_landmarks
+
+    d = astronaut[:, ::-1].astype(np.float32)
+    d = np.clip(d * np.array([1.1, 0.95, 0.85]) + 10, 0, 255).astype(np.uint8)
+    d = cv2.resize(d, (460, 460))
+    d = np.ascontiguousarray(cv2.copyMakeBorder(d, 30, 22, 10, 42, cv2.BORDER_REFLECT))
+    return d, face_landmarks(d)[0]

@@ -11,18 +11,6 @@ def landmarks(astronaut):
     return face_landmarks(astronaut)[0]
 
 
-@pytest.fixture(scope="module")
-def donor(astronaut):
-    """A second face: the astronaut mirrored, warmed and slightly rescaled (a different 'person' geometrically)."""
-    import cv2
-
-    d = astronaut[:, ::-1].astype(np.float32)
-    d = np.clip(d * np.array([1.1, 0.95, 0.85]) + 10, 0, 255).astype(np.uint8)
-    d = cv2.resize(d, (460, 460))
-    d = np.ascontiguousarray(cv2.copyMakeBorder(d, 30, 22, 10, 42, cv2.BORDER_REFLECT))
-    return d, face_landmarks(d)[0]
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_forges_inside_its_mask_only(astronaut, landmarks, donor, family):
     f = forge(astronaut, family, np.random.default_rng(3), donor=donor[0], landmarks=landmarks,
