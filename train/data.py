@@ -139,6 +139,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch_rng = np.random.default_rng(seed)
+        # OpenCV's thread pool does not survive a fork: keep it serial so forked DataLoader workers cannot hang
+        cv2.setNumThreads(1)
 
     def __len__(self) -> int:
         return len(self.rows)
