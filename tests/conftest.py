@@ -53,3 +53,28 @@ def donor(astronaut):
     d = cv2.resize(d, (460, 460))
     d = np.ascontiguousarray(cv2.copyMakeBorder(d, 30, 22, 10, 42, cv2.BORDER_REFLECT))
     return d, face_landmarks(d)[0]
+
+
+@pytest.fixture(scope="session")
+def landmarks(astronaut):
+    """The astronaut's face landmarks (mediapipe's 468-point mesh, pixel coordinates)."""
+    from mtl.faces import face_landmarks
+
+    return face_landmarks(astronaut)[0]
+
+
+@pytest.fixture
+def fast_path_in_fp32(monkeypatch):
+    """``model.predict(x, "auto")`` as it runs on a CPU without bf16, whatever this CPU has; the model's cached
+    fast path is dropped before and after, so no other test meets the fp32 one."""
+    used = []
+
+    def run(model, x):
+        monkeypatch.setattr("mtl.fastpath.cpu_has_bf16", lambda: False)
+        model._fast = None
+        used.append(model)
+        return model.predict(x, "auto")
+
+    yield run
+    for model in used:
+        model._fast = None

@@ -2,13 +2,8 @@ import numpy as np
 import pytest
 
 from mtl.constants import FAMILIES
-from mtl.faces import NoFaceError, face_landmarks
+from mtl.faces import NoFaceError
 from mtl.forge import Forgery, blend, forge
-
-
-@pytest.fixture(scope="module")
-def landmarks(astronaut):
-    return face_landmarks(astronaut)[0]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -19,13 +19,6 @@ def model():
     return ClassNSeg().eval()
 
 
-def fast_path_in_fp32(model, x, monkeypatch):
-    """``predict(precision="auto")`` as it runs on a CPU without bf16, whatever this CPU has."""
-    monkeypatch.setattr("mtl.fastpath.cpu_has_bf16", lambda: False)
-    model._fast = None
-    return model.predict(x, "auto")
-
-
 def test_shapes_of_the_paper_network(model):
     out = model(torch.randn(2, 3, 256, 256))
     assert out.latent.shape == (2, 128, 16, 16)
@@ -165,7 +158,7 @@ def test_unknown_encoder_is_a_clear_error():
         ClassNSeg(encoder="nope")
 
 
-def test_fast_path_fp32_matches_the_exact_network(monkeypatch):
+def test_fast_path_fp32_matches_the_exact_network(fast_path_in_fp32):
     torch.manual_seed(0)
     m = ClassNSeg().eval()
     for bn in m.modules():  # non-trivial BatchNorm statistics, so folding is really exercised
@@ -175,7 +168,7 @@ def test_fast_path_fp32_matches_the_exact_network(monkeypatch):
             bn.bias.data.uniform_(-0.1, 0.1)
     x = torch.randn(3, 3, 256, 256)
     exact = m.predict(x, "fp32")
-    fast = fast_path_in_fp32(m, x, monkeypatch)
+    fast = fast_path_in_fp32(m, x)
     assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-6)
     assert torch.equal(fast.is_fake, exact.is_fake)
     assert torch.allclose(fast.mask, exact.mask, atol=1e-4)
@@ -280,7 +273,7 @@ def test_noise_residuals_are_zero_on_flat_and_linear_images_and_keep_the_rgb():
 
 
 @pytest.mark.parametrize("encoder", ["classnseg", "timm/regnetx_002"])
-def test_a_model_with_noise_residuals_saves_loads_and_its_fast_path_matches(tmp_path, encoder, monkeypatch):
+def test_a_model_with_noise_residuals_saves_loads_and_its_fast_path_matches(tmp_path, encoder, fast_path_in_fp32):
     if encoder.startswith("timm/"):
         pytest.importorskip("timm")
     torch.manual_seed(0)
@@ -293,7 +286,7 @@ def test_a_model_with_noise_residuals_saves_loads_and_its_fast_path_matches(tmp_
     x = torch.randn(2, 3, 256, 256)
     exact = loaded.predict(x, "fp32")
     assert torch.equal(exact.activations, m.predict(x, "fp32").activations)
-    fast = fast_path_in_fp32(loaded, x, monkeypatch)
+    fast = fast_path_in_fp32(loaded, x)
     assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-5)
     assert torch.allclose(fast.mask, exact.mask, atol=1e-4)
     assert "noise_residuals" not in ClassNSeg(latent_channels=32).config  # old configs stay as they were
@@ -343,7 +336,7 @@ def test_test_time_flip_averages_a_face_and_its_mirror():
     assert torch.allclose(mirrored.mask, both.mask.flip(-1), atol=1e-5)
 
 
-def test_test_time_flip_is_saved_only_when_on_and_its_fast_path_matches(tmp_path, monkeypatch):
+def test_test_time_flip_is_saved_only_when_on_and_its_fast_path_matches(tmp_path, fast_path_in_fp32):
     assert "test_time_flip" not in ClassNSeg(latent_channels=32).config  # older configs stay as they were
     ClassNSeg(latent_channels=32, test_time_flip=True).save_pretrained(tmp_path / "ckpt")
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["test_time_flip"] is True
@@ -352,7 +345,7 @@ def test_test_time_flip_is_saved_only_when_on_and_its_fast_path_matches(tmp_path
     x = torch.randn(3, 3, 256, 256)
     x[0, :, :, :100] *= 3
     exact = m.predict(x, "fp32")
-    fast = fast_path_in_fp32(m, x, monkeypatch)
+    fast = fast_path_in_fp32(m, x)
     assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-6)
     assert torch.equal(fast.is_fake, exact.is_fake)
     assert torch.allclose(fast.mask, exact.mask, atol=1e-4)

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from mtl import DEFAULT_CHECKPOINT, load_model
-from mtl.faces import face_landmarks
 from mtl.forge import forge
 from mtl.pipeline import analyze_image
 from mtl.preprocess import to_model_input
@@ -27,24 +26,18 @@ def test_the_default_is_the_calibrated_lite0_checkpoint(default):
     assert "checkpoints/lite0-forge/README.md" in cfg["description"]
 
 
-def test_its_fast_path_is_its_network(default, astronaut, monkeypatch):
+def test_its_fast_path_is_its_network(default, astronaut, fast_path_in_fp32):
     face = analyze_image(astronaut, default).faces[0]
     x = to_model_input(np.stack([face.crop, face.crop[:, ::-1]]))
     exact = default.predict(x, "fp32")
-    monkeypatch.setattr("mtl.fastpath.cpu_has_bf16", lambda: False)
-    default._fast = None
-    try:
-        fast = default.predict(x, "auto")
-    finally:
-        default._fast = None
+    fast = fast_path_in_fp32(default, x)
     assert torch.allclose(fast.activations, exact.activations, rtol=1e-4, atol=1e-5)
     assert torch.allclose(fast.p_fake, exact.p_fake, atol=1e-4)
 
 
-def test_it_tells_the_astronaut_from_clear_forgeries_of_her(default, astronaut, donor):
+def test_it_tells_the_astronaut_from_clear_forgeries_of_her(default, astronaut, landmarks, donor):
     real = analyze_image(astronaut, default)
     assert real.verdict == "real", real.p_fake
-    landmarks = face_landmarks(astronaut)[0]
     for family in ("deepfake", "faceswap"):
         for seed in range(3):
             fake = forge(astronaut, family, np.random.default_rng(seed), landmarks=landmarks, donor=donor[0],
