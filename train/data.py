@@ -29,6 +29,10 @@ import torch
 from mtl.constants import FACE_SIZE, FAMILIES
 from mtl.preprocess import to_model_input
 
+# OpenCV's thread pool does not survive a fork, and a loader worker is one process per core already: keep OpenCV
+# serial for both datasets, so forked DataLoader workers can neither hang nor run a thread per core each
+cv2.setNumThreads(1)
+
 _FAMILY_INDEX = {name: i for i, name in enumerate(FAMILIES)}
 
 
@@ -139,8 +143,6 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch_rng = np.random.default_rng(seed)
-        # OpenCV's thread pool does not survive a fork: keep it serial so forked DataLoader workers cannot hang
-        cv2.setNumThreads(1)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -198,8 +200,6 @@ class ForgeDataset(torch.utils.data.Dataset):
         self.h264 = h264
         self.seed = seed
         self.epoch = 0
-        # OpenCV's thread pool does not survive a fork: keep it serial so forked DataLoader workers cannot hang
-        cv2.setNumThreads(1)
 
     def __len__(self) -> int:
         return len(self.jobs) * self.per_photo
