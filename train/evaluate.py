@@ -2,6 +2,7 @@
 
     python -m train.evaluate --data ROOT --split test --model SPEC [--model SPEC2 ...]
                              [--authors ENC.pt DEC.pt --authors-name NAME ...] [--json out.json] [--limit N]
+                             [--scores scores.csv]     # every image's p_fake per model, for python -m train.compare
     python -m train.evaluate --images DIR_OR_FILES ... --model SPEC      # real images: false-positive rate
     python -m train.evaluate --pair --authors ENC.pt DEC.pt --authors-name NAME   # the authors' two test crops
 
@@ -188,17 +189,45 @@ def summarize(samples: dict, threshold: float) -> dict:
     return result
 
 
-def evaluate(model, dataset_or_loader, precision: str = "fp32", batch_size: int = 32) -> dict:
+def evaluate(model, dataset_or_loader, precision: str = "fp32", batch_size: int = 32,
+             keep_scores: bool = False) -> dict:
     """The paper's metrics for ``model`` on a dataset (or DataLoader) of dict items (image, mask, label, method;
     optional ``family`` and ``video`` strings).
 
     Returns {"model", "threshold", "overall": row, "families": {family: row}, ["video": {...}]}; a row holds acc,
     eer, eer_threshold, auc, tpr, fpr, seg_acc, iou, n, n_real, n_fake (None where undefined, e.g. AUC without
-    reals). See the module docstring for what each means.
+    reals). See the module docstring for what each means. With ``keep_scores`` it also holds "p_fake", the
+    per-image scores in dataset order (for ``write_scores`` and paired comparisons, ``train.compare``).
     """
     samples = collect(model, dataset_or_loader, precision=precision, batch_size=batch_size)
     result = summarize(samples, float(model.threshold))
+    if keep_scores:
+        result["p_fake"] = samples["p_fake"]
     return {"model": getattr(model, "name", "model"), **result}
+
+
+def write_scores(path, rows: list[dict], results: list[dict]) -> None:
+    """One CSV line per image of the split: its manifest ``image``, ``person``, ``family`` ("real" for reals) and
+    ``label`` (1 = real), then each model's ``p_fake`` in a column named after the model (made unique). Two
+    checkpoints scored on the same images can then be compared pairwise (``python -m train.compare``) without
+    running them again."""
+    import csv
+
+    names, seen = [], {}
+    for r in results:
+        base = str(r["model"])
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}.{seen[base]}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "person", "family", "label", *names])
+        for i, row in enumerate(rows):
+            real = row.get("label") == "real"
+            w.writerow([row.get("image", ""), row.get("person", ""),
+                        "real" if real else (row.get("method") or "unknown"), 1 if real else 0,
+                        *(f"{float(r['p_fake'][i]):.7g}" for r in results)])
 
 
 # --- table ---------------------------------------------------------------------------------------------------------
@@ -416,6 +445,8 @@ def main(argv=None) -> int:
                    help="the authors' released encoder/decoder state dicts, converted on the fly (repeatable)")
     p.add_argument("--authors-name", action="append", metavar="NAME", help="display name for each --authors")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--scores", type=Path, metavar="CSV",
+                   help="--data: also write every image's p_fake, one column per model (for python -m train.compare)")
     p.add_argument("--limit", type=int, help="evaluate a seeded random subset of N rows of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
@@ -431,6 +462,8 @@ def main(argv=None) -> int:
     modes = sum([args.data is not None, bool(args.images), bool(args.videos), args.pair])
     if modes != 1:
         p.error("give exactly one of --data ROOT, --images ..., --videos ..., --pair")
+    if args.scores and args.data is None:
+        p.error("--scores goes with --data")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     models = load_models(args.model, args.authors, args.authors_name)
 
@@ -462,9 +495,14 @@ def main(argv=None) -> int:
         data = open_split(args.data, args.split, args.limit, args.seed)
         results = []
         for m in models:
-            r = evaluate(m, data, precision=args.precision, batch_size=args.batch_size)
+            r = evaluate(m, data, precision=args.precision, batch_size=args.batch_size, keep_scores=True)
             r["source"] = getattr(m, "source", None) or m.description
             results.append(r)
+        if args.scores:
+            write_scores(args.scores, data.rows, results)
+            print(f"wrote {args.scores}")
+        for r in results:
+            r.pop("p_fake")
         print(f"{args.data} split={args.split}: {len(data)} images"
               + (f" (random subset of {args.limit}, seed {args.seed})" if args.limit else ""))
         print(format_table(results))

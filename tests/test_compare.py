@@ -1,0 +1,121 @@
+"""train.compare: DeLong's paired AUC test, the weighted AUC behind the by-person bootstrap, and the CLI on scores
+written by train.evaluate --scores."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from train import compare as C
+from train import evaluate as E
+from train import metrics as M
+
+
+def _delong_by_definition(y, a, b):
+    """DeLong's structural components straight from the definition (every fake against every real)."""
+    y = np.asarray(y).astype(bool)
+    out = []
+    for s in (a, b):
+        x, r = s[y], s[~y]
+        psi = (x[:, None] > r[None, :]) + 0.5 * (x[:, None] == r[None, :])
+        out.append((psi.mean(axis=1), psi.mean(axis=0)))
+    (v10a, v01a), (v10b, v01b) = out
+    m, n = len(v10a), len(v01a)
+    var = (np.var(v10b - v10a, ddof=1) / m) + (np.var(v01b - v01a, ddof=1) / n)
+    return v10a.mean(), v10b.mean(), math.sqrt(var)
+
+
+def test_delong_hand_case():
+    # fakes (y=1) and reals; model a misorders one of four pairs, model b none
+    y = np.array([1, 1, 0, 0])
+    a = np.array([0.7, 0.4, 0.1, 0.6])
+    b = np.array([0.9, 0.8, 0.1, 0.6])
+    d = C.delong_test(y, a, b)
+    assert d["auc_a"] == pytest.approx(0.75) and d["auc_b"] == pytest.approx(1.0)
+    assert d["diff"] == pytest.approx(0.25)
+    # b - a components: per fake (0, 0.5), per real (0, 0.5); variances 0.125/2 + 0.125/2
+    assert d["se"] == pytest.approx(math.sqrt(0.125))
+    assert d["p"] == pytest.approx(math.erfc(0.25 / math.sqrt(0.125) / math.sqrt(2)))
+
+
+def test_delong_matches_definition_with_ties():
+    rng = np.random.default_rng(3)
+    y = (rng.random(300) < 0.4).astype(int)
+    a = np.round(rng.normal(y * 1.0, 1.0), 1)  # rounding makes ties
+    b = np.round(a + rng.normal(y * 0.3, 0.5), 1)
+    d = C.delong_test(y, a, b)
+    auc_a, auc_b, se = _delong_by_definition(y, a, b)
+    assert d["auc_a"] == pytest.approx(auc_a) and d["auc_a"] == pytest.approx(M.roc_auc(y, a))
+    assert d["auc_b"] == pytest.approx(auc_b) and d["se"] == pytest.approx(se)
+    assert d["ci"][0] < d["diff"] < d["ci"][1]
+
+
+def test_delong_identical_scores():
+    y = np.array([1, 0, 1, 0, 1])
+    s = np.array([0.9, 0.2, 0.4, 0.5, 0.8])
+    d = C.delong_test(y, s, s)
+    assert d["diff"] == 0 and d["se"] == 0 and d["p"] == 1.0
+    with pytest.raises(ValueError):
+        C.delong_test([1, 1], [0.1, 0.2], [0.3, 0.4])
+
+
+def test_weighted_auc_equals_auc_of_repeated_sample():
+    rng = np.random.default_rng(0)
+    y = (rng.random(60) < 0.5).astype(int)
+    s = np.round(rng.normal(y, 1.0), 1)
+    w = rng.integers(0, 4, size=60)
+    expanded = np.repeat(np.arange(60), w)
+    assert C.weighted_auc(y, s, w) == pytest.approx(M.roc_auc(y[expanded], s[expanded]))
+    many = C.weighted_auc(y, s, np.stack([w, np.ones(60)]))
+    assert many.shape == (2,) and many[1] == pytest.approx(M.roc_auc(y, s))
+    assert math.isnan(C.weighted_auc(y, s, y * 1.0))  # no real left
+
+
+def test_person_bootstrap_interval_separates_a_clear_gain_only():
+    rng = np.random.default_rng(1)
+    people = np.repeat(np.arange(150), 3)
+    y = np.tile([0, 1, 1], 150)  # each person: one real, two fakes
+    a = rng.normal(y * 0.8, 1.0)
+    better = a + y * 1.0
+    lo, hi = C.person_bootstrap_difference(y, a, better, people, n_boot=400, seed=0)
+    assert 0 < lo < hi
+    noise = a + rng.normal(0, 0.05, len(a))
+    lo, hi = C.person_bootstrap_difference(y, a, noise, people, n_boot=400, seed=0)
+    assert lo < 0 < hi
+    assert C.person_bootstrap_difference(y, a, noise, people, n_boot=400, seed=0) == (lo, hi)  # seeded
+
+
+def test_scores_file_from_evaluate_and_compare_cli(tmp_path, random_checkpoint, capsys):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask", "label", "method", "person", "split"])
+        for i in range(8):
+            fam = ["", "deepfake", "selfblend", ""][i % 4]
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+            w.writerow([f"images/{i}.png", "", "fake" if fam else "real", fam, f"p{i // 4}", "test"])
+    ckpt = tmp_path / "ckpt"
+    random_checkpoint(ckpt)
+    scores = tmp_path / "s.csv"
+    assert E.main(["--data", str(root), "--split", "test", "--model", str(ckpt), "--model", str(ckpt),
+                   "--scores", str(scores)]) == 0
+    table = C.read_scores(scores)
+    assert list(table["models"]) == ["ckpt", "ckpt.2"] and len(table["label"]) == 8
+    assert list(table["family"][:3]) == ["real", "deepfake", "selfblend"] and table["label"][0] == 1
+    np.testing.assert_allclose(table["models"]["ckpt"], table["models"]["ckpt.2"], atol=1e-6)
+    capsys.readouterr()
+    out = tmp_path / "c.json"
+    assert C.main([str(scores), "--boot", "50", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ckpt.2 against ckpt" in printed and "selfblend" in printed
+    rows = json.loads(out.read_text())["comparisons"][0]["rows"]
+    assert [r["family"] for r in rows] == ["all", "deepfake", "selfblend"]
+    assert rows[0]["n_real"] == 4 and rows[0]["n_fake"] == 4 and abs(rows[0]["diff"]) < 1e-6
+    with pytest.raises(SystemExit):
+        C.main([str(scores), "--model", "nope"])

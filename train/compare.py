@@ -1,0 +1,216 @@
+"""Paired comparison of checkpoints scored on the same images: is one AUC really higher than the other?
+
+    python -m train.evaluate --data ROOT --split test --model A --model B --scores scores.csv
+    python -m train.compare scores.csv                  # every other model against the first column
+    python -m train.compare scores.csv --base A --model B [--boot 2000] [--json out.json]
+
+Two checkpoints from one training run score the same faces in much the same order, so the difference of their
+AUCs is far less noisy than either AUC alone (the unpaired standard error of one family's AUC, e.g. Hanley and
+McNeil's, overstates it). For the whole split and for each family (its fakes against all the reals, as in
+``train.evaluate``) this prints both AUCs, their difference (model minus base) and two 95% intervals for it:
+
+* **DeLong**: DeLong, DeLong and Clarke-Pearson (1988), the paired test on the two AUCs' structural components
+  (computed from mid-ranks as in Sun and Xu, 2014), with its two-sided p-value. It treats every image as
+  independent.
+* **by person**: a percentile bootstrap that resamples whole people (the ``person`` column), because a person's
+  real photo and the forgeries made from it are not independent. This is the one to trust when they differ.
+
+The scores CSV (``train.evaluate --scores``) holds ``image, person, family, label`` (label 1 = real, the paper's
+class index) and one ``p_fake`` column per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import _average_ranks
+
+META_COLUMNS = ("image", "person", "family", "label")
+
+
+# --- statistics ----------------------------------------------------------------------------------------------------
+def _normal_two_sided_p(z: float) -> float:
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+def delong_test(y_true_fake, score_a, score_b, level: float = 0.95) -> dict:
+    """DeLong's paired test of AUC(b) - AUC(a) on the same images (fake = positive class, larger = more fake).
+
+    Returns auc_a, auc_b, diff (b - a), se, ci (normal, ``level``), z and p (two-sided). With a standard error of
+    0 (e.g. identical scores) p is 1 when the difference is 0.
+    """
+    from scipy.stats import norm
+
+    y = np.asarray(y_true_fake).reshape(-1).astype(bool)
+    scores = np.stack([np.asarray(score_a, np.float64).reshape(-1), np.asarray(score_b, np.float64).reshape(-1)])
+    if scores.shape[1] != len(y):
+        raise ValueError(f"{len(y)} labels but {scores.shape[1]} scores")
+    m, n = int(y.sum()), int((~y).sum())
+    if m == 0 or n == 0:
+        raise ValueError("need both fakes and reals")
+    v10 = np.empty((2, m))  # per fake: share of reals it outranks (ties count half)
+    v01 = np.empty((2, n))  # per real: share of fakes that outrank it
+    for k in range(2):
+        r_all = _average_ranks(scores[k])
+        r_pos = _average_ranks(scores[k][y])
+        r_neg = _average_ranks(scores[k][~y])
+        v10[k] = (r_all[y] - r_pos) / n
+        v01[k] = 1.0 - (r_all[~y] - r_neg) / m
+    auc = v10.mean(axis=1)
+    s10 = np.cov(v10) if m > 1 else np.zeros((2, 2))
+    s01 = np.cov(v01) if n > 1 else np.zeros((2, 2))
+    c = np.array([-1.0, 1.0])
+    var = float(c @ (s10 / m + s01 / n) @ c)
+    se = math.sqrt(max(var, 0.0))
+    diff = float(auc[1] - auc[0])
+    half = float(norm.ppf(0.5 + level / 2)) * se
+    if se > 0:
+        z = diff / se
+        p = _normal_two_sided_p(z)
+    else:
+        z, p = (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
+    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "diff": diff, "se": se,
+            "ci": (diff - half, diff + half), "z": float(z), "p": float(p)}
+
+
+def weighted_auc(y_true_fake, score, weights):
+    """AUC with non-negative weights per image, for one weight vector (n,) or many at once (B, n): each pair of a
+    fake and a real counts with the product of their weights, ties half. With integer weights it equals the AUC of
+    the sample in which each image is repeated that many times (what a bootstrap resample is). A float for one
+    weight vector, an array of B for many; NaN where the weights leave no fake or no real."""
+    y = np.asarray(y_true_fake).reshape(-1).astype(bool)
+    s = np.asarray(score, np.float64).reshape(-1)
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    order = np.argsort(s, kind="mergesort")
+    s_sorted = s[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s_sorted)) + 1]  # runs of tied scores
+    w_sorted = w[:, order]
+    y_sorted = y[order]
+    pos = np.add.reduceat(np.where(y_sorted, w_sorted, 0.0), starts, axis=1)
+    neg = np.add.reduceat(np.where(y_sorted, 0.0, w_sorted), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # real weight strictly below each run
+    num = (pos * (below + 0.5 * neg)).sum(axis=1)
+    den = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out if np.ndim(weights) == 2 else float(out[0])
+
+
+def person_bootstrap_difference(y_true_fake, score_a, score_b, groups, n_boot: int = 2000, seed: int = 0,
+                                level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of AUC(b) - AUC(a) resampling whole groups (people) with replacement; both models are
+    scored on each same resample. Resamples without a fake or without a real are dropped."""
+    groups = np.asarray(groups)
+    _, idx = np.unique(groups, return_inverse=True)
+    n_groups = int(idx.max()) + 1
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, n_boot, 250):  # chunks keep the (B, n) weight matrix small
+        b = min(250, n_boot - start)
+        picks = rng.integers(0, n_groups, size=(b, n_groups))
+        counts = np.zeros((b, n_groups))
+        np.add.at(counts, (np.repeat(np.arange(b), n_groups), picks.reshape(-1)), 1.0)
+        w = counts[:, idx]
+        diffs.append(weighted_auc(y_true_fake, score_b, w) - weighted_auc(y_true_fake, score_a, w))
+    d = np.concatenate(diffs)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return float("nan"), float("nan")
+    alpha = 1.0 - level
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+# --- a scores file -------------------------------------------------------------------------------------------------
+def read_scores(path) -> dict:
+    """{"person", "family", "label" (1 = real), "models": {name: p_fake array}} from a ``--scores`` CSV."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        names = [c for c in (reader.fieldnames or []) if c not in META_COLUMNS]
+        missing = [c for c in META_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SystemExit(f"{path}: not a train.evaluate --scores file (no column {', '.join(missing)})")
+        rows = list(reader)
+    if not rows or not names:
+        raise SystemExit(f"{path}: no images or no model columns")
+    return {
+        "person": np.array([r["person"] for r in rows]),
+        "family": np.array([r["family"] for r in rows]),
+        "label": np.array([int(r["label"]) for r in rows]),
+        "models": {n: np.array([float(r[n]) for r in rows]) for n in names},
+    }
+
+
+def compare(table: dict, base: str, other: str, n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """One row for the whole split and one per family (its fakes against all reals): both AUCs, the difference
+    (other - base), DeLong's interval and p, and the by-person bootstrap interval."""
+    is_real = table["label"] == 1
+    fams = sorted(set(table["family"][~is_real]))
+    rows = []
+    for fam, sel in [("all", np.ones(len(is_real), bool))] + [(f, is_real | (table["family"] == f)) for f in fams]:
+        y = (~is_real[sel]).astype(np.int64)
+        a, b = table["models"][base][sel], table["models"][other][sel]
+        d = delong_test(y, a, b)
+        lo, hi = person_bootstrap_difference(y, a, b, table["person"][sel], n_boot=n_boot, seed=seed)
+        rows.append({"family": fam, "n_real": int((y == 0).sum()), "n_fake": int(y.sum()),
+                     "auc_base": d["auc_a"], "auc_model": d["auc_b"], "diff": d["diff"],
+                     "delong_ci": list(d["ci"]), "delong_p": d["p"], "person_ci": [lo, hi]})
+    return rows
+
+
+def format_comparison(base: str, other: str, rows: list[dict]) -> str:
+    head = (f"{other} against {base} (difference = {other} - {base}; 95% intervals)\n"
+            f"{'family':<12}{'reals':>6}{'fakes':>6}{'AUC base':>10}{'AUC model':>10}{'diff':>9}"
+            f"{'DeLong interval':>20}{'p':>8}{'by-person interval':>22}")
+    lines = [head]
+    for r in rows:
+        dl, pl = r["delong_ci"], r["person_ci"]
+        lines.append(f"{r['family']:<12}{r['n_real']:>6}{r['n_fake']:>6}{r['auc_base']:>10.4f}{r['auc_model']:>10.4f}"
+                     f"{r['diff']:>+9.4f}{f'[{dl[0]:+.4f}, {dl[1]:+.4f}]':>20}{r['delong_p']:>8.3f}"
+                     f"{f'[{pl[0]:+.4f}, {pl[1]:+.4f}]':>22}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scores", type=Path, help="a CSV written by python -m train.evaluate --scores")
+    p.add_argument("--base", help="the column to compare against (default: the first model column)")
+    p.add_argument("--model", action="append", default=[], help="column(s) to compare (default: all the others)")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of people")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the comparisons here")
+    args = p.parse_args(argv)
+
+    table = read_scores(args.scores)
+    names = list(table["models"])
+    base = args.base or names[0]
+    others = args.model or [n for n in names if n != base]
+    for n in [base, *others]:
+        if n not in table["models"]:
+            p.error(f"no column {n!r} in {args.scores} (it has {', '.join(names)})")
+    if not others:
+        p.error(f"{args.scores} holds one model ({base}); nothing to compare")
+    if len(set(table["label"])) < 2:
+        p.error(f"{args.scores} needs both real and fake images")
+    out = []
+    for other in others:
+        rows = compare(table, base, other, n_boot=args.boot, seed=args.seed)
+        print(format_comparison(base, other, rows))
+        out.append({"base": base, "model": other, "rows": rows})
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"scores": str(args.scores), "boot": args.boot, "seed": args.seed,
+                                         "comparisons": out}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
