@@ -119,3 +119,26 @@ def test_scores_file_from_evaluate_and_compare_cli(tmp_path, random_checkpoint, 
     assert rows[0]["n_real"] == 4 and rows[0]["n_fake"] == 4 and abs(rows[0]["diff"]) < 1e-6
     with pytest.raises(SystemExit):
         C.main([str(scores), "--model", "nope"])
+
+
+def _videos_result(model, threshold, frames_by_clip):
+    return {"model": model, "threshold": threshold,
+            "per_video": [{"video": f"c{i}.mp4", "frame_p_fake": list(p)} for i, p in enumerate(frames_by_clip)]}
+
+
+def test_clip_frames_compared_pairwise(tmp_path, capsys):
+    a = _videos_result("a", 0.5, [[0.9, 0.1, 0.2], [0.6, 0.7], [0.1]])  # flags 3 of 6
+    b = _videos_result("b", 0.8, [[0.9, 0.1, 0.9], [0.6, 0.7], [0.1]])  # flags 2 of 6 at its stricter threshold
+    r = C.compare_clip_frames(a, b, n_boot=300)
+    assert r["frames"] == 6 and r["clips"] == 3
+    assert r["rate_base"] == pytest.approx(0.5) and r["rate_model"] == pytest.approx(2 / 6)
+    assert (r["both"], r["only_base"], r["only_model"]) == (1, 2, 1)
+    assert r["clip_ci"][0] <= r["diff"] <= r["clip_ci"][1]
+    with pytest.raises(ValueError):
+        C.compare_clip_frames(a, _videos_result("c", 0.5, [[0.1], [0.6, 0.7], [0.1]]))
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"mode": "videos", "results": [a, b]}))
+    assert C.main(["--videos", str(path), "--boot", "100"]) == 0
+    assert "b against a" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        C.main([])

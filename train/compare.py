@@ -3,6 +3,8 @@
     python -m train.evaluate --data ROOT --split test --model A --model B --scores scores.csv
     python -m train.compare scores.csv                  # every other model against the first column
     python -m train.compare scores.csv --base A --model B [--boot 2000] [--json out.json]
+    python -m train.evaluate --videos DIR --model A --model B --json videos.json
+    python -m train.compare --videos videos.json        # real clip frames flagged, pairwise
 
 Two checkpoints from one training run score the same faces in much the same order, so the difference of their
 AUCs is far less noisy than either AUC alone (the unpaired standard error of one family's AUC, e.g. Hanley and
@@ -14,6 +16,10 @@ McNeil's, overstates it). For the whole split and for each family (its fakes aga
   independent.
 * **by person**: a percentile bootstrap that resamples whole people (the ``person`` column), because a person's
   real photo and the forgeries made from it are not independent. This is the one to trust when they differ.
+
+With ``--videos`` it reads ``train.evaluate --videos`` JSON instead (the same frames scored by each model) and
+compares the share of real clip frames each model flags at its own threshold: the frames only one of them flags,
+and a bootstrap interval for the difference that resamples whole clips.
 
 The scores CSV (``train.evaluate --scores``) holds ``image, person, family, label`` (label 1 = real, the paper's
 class index) and one ``p_fake`` column per model.
@@ -178,15 +184,59 @@ def format_comparison(base: str, other: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compare_clip_frames(base: dict, other: dict, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Real clip frames flagged by two models at their own thresholds (two ``train.evaluate --videos`` results on
+    the same clips): each one's rate, the frames only one flags, and a percentile interval for the difference of
+    the rates (other - base) resampling whole clips."""
+    fa, fb = [], []
+    for va, vb in zip(base["per_video"], other["per_video"], strict=True):
+        if va["video"] != vb["video"] or len(va["frame_p_fake"]) != len(vb["frame_p_fake"]):
+            raise ValueError(f"the two results did not score the same frames ({va['video']}, {vb['video']})")
+        fa.append(np.asarray(va["frame_p_fake"]) > base["threshold"])
+        fb.append(np.asarray(vb["frame_p_fake"]) > other["threshold"])
+    a, b = np.concatenate(fa), np.concatenate(fb)
+    if len(a) == 0:
+        raise ValueError("no frames with a face")
+    hits_a = np.array([x.sum() for x in fa], np.float64)
+    hits_b = np.array([x.sum() for x in fb], np.float64)
+    sizes = np.array([len(x) for x in fa], np.float64)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(fa), size=(n_boot, len(fa)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = (hits_b[pick].sum(1) - hits_a[pick].sum(1)) / sizes[pick].sum(1)
+    d = d[np.isfinite(d)]
+    alpha = 1.0 - level
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    return {"base": base["model"], "model": other["model"], "frames": int(len(a)), "clips": len(fa),
+            "rate_base": float(a.mean()), "rate_model": float(b.mean()), "diff": float(b.mean() - a.mean()),
+            "only_base": int((a & ~b).sum()), "only_model": int((b & ~a).sum()), "both": int((a & b).sum()),
+            "clip_ci": [float(lo), float(hi)]}
+
+
+def format_clip_comparison(r: dict) -> str:
+    lo, hi = r["clip_ci"]
+    return (f"{r['model']} against {r['base']}: real clip frames flagged at each one's own threshold, "
+            f"{100 * r['rate_model']:.2f}% against {100 * r['rate_base']:.2f}% of {r['frames']} frames in "
+            f"{r['clips']} clips ({r['both']} flagged by both, {r['only_model']} by {r['model']} only, "
+            f"{r['only_base']} by {r['base']} only); difference {100 * r['diff']:+.2f} points, 95% interval "
+            f"resampling clips {100 * lo:+.2f} to {100 * hi:+.2f}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scores", type=Path, help="a CSV written by python -m train.evaluate --scores")
+    p.add_argument("scores", type=Path, nargs="?", help="a CSV written by python -m train.evaluate --scores")
+    p.add_argument("--videos", type=Path, metavar="JSON",
+                   help="instead: compare real clip frames flagged, from python -m train.evaluate --videos ... --json")
     p.add_argument("--base", help="the column to compare against (default: the first model column)")
     p.add_argument("--model", action="append", default=[], help="column(s) to compare (default: all the others)")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of people")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the comparisons here")
     args = p.parse_args(argv)
+    if (args.scores is None) == (args.videos is None):
+        p.error("give a scores CSV or --videos JSON")
+    if args.videos:
+        return _main_videos(p, args)
 
     table = read_scores(args.scores)
     names = list(table["models"])
@@ -207,6 +257,30 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"scores": str(args.scores), "boot": args.boot, "seed": args.seed,
+                                         "comparisons": out}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _main_videos(p, args) -> int:
+    data = json.loads(args.videos.read_text())
+    if data.get("mode") != "videos":
+        p.error(f"{args.videos} is not train.evaluate --videos JSON")
+    results = {r["model"]: r for r in data["results"]}
+    names = list(results)
+    base = args.base or names[0]
+    others = args.model or [n for n in names if n != base]
+    for n in [base, *others]:
+        if n not in results:
+            p.error(f"no model {n!r} in {args.videos} (it has {', '.join(names)})")
+    if not others:
+        p.error(f"{args.videos} holds one model ({base}); nothing to compare")
+    out = [compare_clip_frames(results[base], results[o], n_boot=args.boot, seed=args.seed) for o in others]
+    for r in out:
+        print(format_clip_comparison(r))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"videos": str(args.videos), "boot": args.boot, "seed": args.seed,
                                          "comparisons": out}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
