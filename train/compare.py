@@ -235,53 +235,40 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (args.scores is None) == (args.videos is None):
         p.error("give a scores CSV or --videos JSON")
+
+    def pick(names: list[str], source) -> tuple[str, list[str]]:
+        base = args.base or names[0]
+        others = args.model or [n for n in names if n != base]
+        for n in [base, *others]:
+            if n not in names:
+                p.error(f"no model {n!r} in {source} (it has {', '.join(names)})")
+        if not others:
+            p.error(f"{source} holds one model ({base}); nothing to compare")
+        return base, others
+
     if args.videos:
-        return _main_videos(p, args)
-
-    table = read_scores(args.scores)
-    names = list(table["models"])
-    base = args.base or names[0]
-    others = args.model or [n for n in names if n != base]
-    for n in [base, *others]:
-        if n not in table["models"]:
-            p.error(f"no column {n!r} in {args.scores} (it has {', '.join(names)})")
-    if not others:
-        p.error(f"{args.scores} holds one model ({base}); nothing to compare")
-    if len(set(table["label"])) < 2:
-        p.error(f"{args.scores} needs both real and fake images")
-    out = []
-    for other in others:
-        rows = compare(table, base, other, n_boot=args.boot, seed=args.seed)
-        print(format_comparison(base, other, rows))
-        out.append({"base": base, "model": other, "rows": rows})
+        data = json.loads(args.videos.read_text())
+        if data.get("mode") != "videos":
+            p.error(f"{args.videos} is not train.evaluate --videos JSON")
+        results = {r["model"]: r for r in data["results"]}
+        base, others = pick(list(results), args.videos)
+        out = [compare_clip_frames(results[base], results[o], n_boot=args.boot, seed=args.seed) for o in others]
+        for r in out:
+            print(format_clip_comparison(r))
+    else:
+        table = read_scores(args.scores)
+        base, others = pick(list(table["models"]), args.scores)
+        if len(set(table["label"])) < 2:
+            p.error(f"{args.scores} needs both real and fake images")
+        out = []
+        for other in others:
+            rows = compare(table, base, other, n_boot=args.boot, seed=args.seed)
+            print(format_comparison(base, other, rows))
+            out.append({"base": base, "model": other, "rows": rows})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"scores": str(args.scores), "boot": args.boot, "seed": args.seed,
-                                         "comparisons": out}, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def _main_videos(p, args) -> int:
-    data = json.loads(args.videos.read_text())
-    if data.get("mode") != "videos":
-        p.error(f"{args.videos} is not train.evaluate --videos JSON")
-    results = {r["model"]: r for r in data["results"]}
-    names = list(results)
-    base = args.base or names[0]
-    others = args.model or [n for n in names if n != base]
-    for n in [base, *others]:
-        if n not in results:
-            p.error(f"no model {n!r} in {args.videos} (it has {', '.join(names)})")
-    if not others:
-        p.error(f"{args.videos} holds one model ({base}); nothing to compare")
-    out = [compare_clip_frames(results[base], results[o], n_boot=args.boot, seed=args.seed) for o in others]
-    for r in out:
-        print(format_clip_comparison(r))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"videos": str(args.videos), "boot": args.boot, "seed": args.seed,
-                                         "comparisons": out}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"input": str(args.videos or args.scores), "boot": args.boot,
+                                         "seed": args.seed, "comparisons": out}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
