@@ -142,3 +142,5 @@ def test_clip_frames_compared_pairwise(tmp_path, capsys):
     assert "b against a" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         C.main([])
+    with pytest.raises(SystemExit):
+        C.main([str(tmp_path / "absent.csv")])

@@ -235,6 +235,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (args.scores is None) == (args.videos is None):
         p.error("give a scores CSV or --videos JSON")
+    if not (args.videos or args.scores).is_file():
+        p.error(f"no file {args.videos or args.scores}")
 
     def pick(names: list[str], source) -> tuple[str, list[str]]:
         base = args.base or names[0]
