@@ -113,7 +113,12 @@ def test_by_visibility_bins_each_forgery_once(built):
     assert result["paired"] == result["fakes"] == len(FORGERIES)
     counts = {fam: [b["n"] for b in d["bins"]] for fam, d in result["families"].items()}
     assert counts == {"deepfake": [1, 1, 0, 0, 0], "selfblend": [0, 0, 1, 1, 0], "faceswap": [0, 0, 0, 0, 1]}
-    assert "faceswap" in D.format_visibility(result)
+    # every mask covers 128x128 of 256x256: a quarter of the crop, the 20-30% bin
+    areas = {fam: [b["n"] for b in d["area_bins"]] for fam, d in result["families"].items()}
+    assert areas == {"deepfake": [0, 0, 0, 2, 0, 0], "selfblend": [0, 0, 0, 2, 0, 0], "faceswap": [0, 0, 0, 1, 0, 0]}
+    assert result["families"]["selfblend"]["median_area"] == 0.25
+    text = D.format_visibility(result)
+    assert "faceswap" in text and "20-30%" in text
 
 
 def test_no_degradation_scores_as_evaluate_does(built):

@@ -8,7 +8,8 @@ made real faces look fake, it shows here.
 ``visibility``: each forgery of a ``train.build_dataset`` split is paired with the real crop of the same photo, and
 scored by how much it changed the pixels (mean absolute difference inside its mask, in grey levels). AUC per family
 within bins of that visibility tells whether a family is hard because its forgeries are invisible or because the
-detector misses visible ones.
+detector misses visible ones. The same AUCs by the share of the crop the mask covers tell small forgeries (a mouth,
+the eyes) from whole-face ones.
 
 ``selfblend``: which ingredient of a self-blend the detector sees. Self-blends are made afresh on the split's real
 crops with one ingredient at a time (a colour change, a frequency change, a slight shift; ``mtl.forge.selfblend``),
@@ -50,6 +51,7 @@ from train.data import augment_pair, h264_round_trip, jpeg_round_trip, read_mani
 from train.evaluate import ManifestFrames, collect, evaluate_real_videos, open_split
 
 VISIBILITY_BINS = [(0, 2), (2, 4), (4, 8), (8, 16), (16, 256)]
+AREA_BINS = [(0.0, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.5), (0.5, 1.01)]  # share of the crop
 
 
 # --- degradations --------------------------------------------------------------------------------------------------
@@ -157,21 +159,42 @@ def visibility(root: Path, rows: list[dict]) -> np.ndarray:
     return out
 
 
+def mask_area(root: Path, rows: list[dict]) -> np.ndarray:
+    """The share of the crop each forgery's mask covers (binarised at 128, as training reads it); NaN without one."""
+    out = np.full(len(rows), np.nan)
+    for i, r in enumerate(rows):
+        if r["label"] == "fake" and r["mask"]:
+            mask = cv2.imread(str(root / r["mask"]), cv2.IMREAD_GRAYSCALE)
+            if mask is not None:
+                out[i] = float((mask > 127).mean())
+    return out
+
+
+def _binned_aucs(s: dict, fam_sel: np.ndarray, value: np.ndarray, bins, fam: str) -> list[dict]:
+    out = []
+    for lo, hi in bins:
+        sel = fam_sel & (value >= lo) & (value < hi)
+        out.append({"from": lo, "to": hi, "n": int(sel.sum()), "auc": family_aucs(s, sel)[fam] if sel.any() else None})
+    return out
+
+
 def by_visibility(model, data: ManifestFrames, precision: str = "bf16") -> dict:
     vis = visibility(data.root, data.rows)
+    area = mask_area(data.root, data.rows)
     s = collect(model, data, precision=precision, batch_size=64)
     fake = s["label"] == 0
     out = {"paired": int(np.isfinite(vis[fake]).sum()), "fakes": int(fake.sum()), "families": {}}
     for fam in FAMILIES:
-        f = fake & (s["family"] == fam) & np.isfinite(vis)
+        f = fake & (s["family"] == fam)
         if not f.any():
             continue
-        bins = []
-        for lo, hi in VISIBILITY_BINS:
-            sel = f & (vis >= lo) & (vis < hi)
-            bins.append({"from": lo, "to": hi, "n": int(sel.sum()),
-                         "auc": family_aucs(s, sel)[fam] if sel.any() else None})
-        out["families"][fam] = {"median": float(np.median(vis[f])), "bins": bins}
+        paired, masked = f & np.isfinite(vis), f & np.isfinite(area)
+        out["families"][fam] = {
+            "median": float(np.median(vis[paired])) if paired.any() else float("nan"),
+            "bins": _binned_aucs(s, paired, vis, VISIBILITY_BINS, fam),
+            "median_area": float(np.median(area[masked])) if masked.any() else float("nan"),
+            "area_bins": _binned_aucs(s, masked, area, AREA_BINS, fam),
+        }
     return out
 
 
@@ -315,6 +338,11 @@ def format_visibility(v: dict) -> str:
         cells = [f"{b['from']}-{b['to'] if b['to'] < 256 else ''}: {_fmt(b['auc'])} (n {b['n']})"
                  for b in d["bins"] if b["n"]]
         lines.append(f"  {fam:10s} median {d['median']:5.1f}   " + "   ".join(cells))
+    lines.append("AUC against all reals, by the share of the crop the mask covers:")
+    for fam, d in v["families"].items():
+        cells = [f"{100 * b['from']:.0f}-{min(100, 100 * b['to']):.0f}%: {_fmt(b['auc'])} (n {b['n']})"
+                 for b in d["area_bins"] if b["n"]]
+        lines.append(f"  {fam:10s} median {100 * d['median_area']:4.0f}%   " + "   ".join(cells))
     return "\n".join(lines)
 
 
