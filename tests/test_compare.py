@@ -140,6 +140,18 @@ def test_clip_frames_compared_pairwise(tmp_path, capsys):
     path.write_text(json.dumps({"mode": "videos", "results": [a, b]}))
     assert C.main(["--videos", str(path), "--boot", "100"]) == 0
     assert "b against a" in capsys.readouterr().out
+    # matched detection rates: a scores file holding both models' scores of two fakes and two reals
+    scores = tmp_path / "s.csv"
+    scores.write_text("image,person,family,label,a,b\n"
+                      "f0,p0,deepfake,0,0.95,0.85\nf1,p1,deepfake,0,0.75,0.4\n"
+                      "r0,p0,real,1,0.55,0.3\nr1,p1,real,1,0.1,0.2\n")
+    rows = C.matched_clip_frames(b, C.read_scores(scores), "b", [0.5, 1.0])
+    # b catches half its fakes above 0.85's next lower float (frames 0.9, 0.9 of 6), all of them above 0.4's
+    assert [r["tpr_achieved"] for r in rows] == [0.5, 1.0]
+    assert rows[0]["frames_flagged"] == pytest.approx(2 / 6) and rows[0]["reals_flagged"] == 0.0
+    assert rows[1]["frames_flagged"] == pytest.approx(4 / 6) and rows[1]["reals_flagged"] == 0.0
+    assert C.main(["--videos", str(path), "--matched", str(scores), "--tpr", "0.5", "--boot", "100"]) == 0
+    assert "at matched shares" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         C.main([])
     with pytest.raises(SystemExit):

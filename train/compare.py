@@ -5,6 +5,7 @@
     python -m train.compare scores.csv --base A --model B [--boot 2000] [--json out.json]
     python -m train.evaluate --videos DIR --model A --model B --json videos.json
     python -m train.compare --videos videos.json        # real clip frames flagged, pairwise
+    python -m train.compare --videos videos.json --matched val.csv   # ... and at matched detection rates
 
 Two checkpoints from one training run score the same faces in much the same order, so the difference of their
 AUCs is far less noisy than either AUC alone (the unpaired standard error of one family's AUC, e.g. Hanley and
@@ -19,7 +20,10 @@ McNeil's, overstates it). For the whole split and for each family (its fakes aga
 
 With ``--videos`` it reads ``train.evaluate --videos`` JSON instead (the same frames scored by each model) and
 compares the share of real clip frames each model flags at its own threshold: the frames only one of them flags,
-and a bootstrap interval for the difference that resamples whole clips.
+and a bootstrap interval for the difference that resamples whole clips. Two models' own thresholds may catch
+different shares of fakes, so ``--matched SCORES.csv`` (the same models scored on a split, e.g. validation) also
+gives, for each model, the clip frames and the split's reals it flags at the thresholds where it catches given
+shares of that split's fakes (``--tpr``).
 
 The scores CSV (``train.evaluate --scores``) holds ``image, person, family, label`` (label 1 = real, the paper's
 class index) and one ``p_fake`` column per model.
@@ -222,11 +226,34 @@ def format_clip_comparison(r: dict) -> str:
             f"resampling clips {100 * lo:+.2f} to {100 * hi:+.2f}")
 
 
+def matched_clip_frames(videos_result: dict, table: dict, model: str, tprs) -> list[dict]:
+    """At the thresholds where ``model`` catches each share in ``tprs`` of the fakes of a scores table: the share
+    of its real clip frames (``videos_result``) and of the table's reals it flags."""
+    from .diagnose import matched_false_alarms
+
+    frames = [p for clip in videos_result["per_video"] for p in clip["frame_p_fake"]]
+    scores, real = table["models"][model], table["label"] == 1
+    rows = matched_false_alarms(scores[~real], frames, tprs)
+    for r in rows:
+        r["reals_flagged"] = float(np.mean(scores[real] > r["threshold"]))
+    return rows
+
+
+def format_matched(model: str, rows: list[dict]) -> str:
+    cells = [f"{100 * r['tpr_achieved']:.1f}% caught: clip frames {100 * r['frames_flagged']:.2f}%, "
+             f"reals {100 * r['reals_flagged']:.2f}%" for r in rows]
+    return f"  {model}: " + " | ".join(cells)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scores", type=Path, nargs="?", help="a CSV written by python -m train.evaluate --scores")
     p.add_argument("--videos", type=Path, metavar="JSON",
                    help="instead: compare real clip frames flagged, from python -m train.evaluate --videos ... --json")
+    p.add_argument("--matched", type=Path, metavar="CSV",
+                   help="--videos: also compare at matched detection rates on this scores file's fakes")
+    p.add_argument("--tpr", type=float, action="append",
+                   help="--matched: detection rates to match (repeatable; default 0.6, 0.65, 0.7)")
     p.add_argument("--base", help="the column to compare against (default: the first model column)")
     p.add_argument("--model", action="append", default=[], help="column(s) to compare (default: all the others)")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of people")
@@ -257,6 +284,18 @@ def main(argv=None) -> int:
         out = [compare_clip_frames(results[base], results[o], n_boot=args.boot, seed=args.seed) for o in others]
         for r in out:
             print(format_clip_comparison(r))
+        if args.matched:
+            if not args.matched.is_file():
+                p.error(f"no file {args.matched}")
+            table = read_scores(args.matched)
+            missing = [n for n in [base, *others] if n not in table["models"]]
+            if missing:
+                p.error(f"{args.matched} has no column {', '.join(missing)}")
+            print(f"at matched shares of the fakes in {args.matched} caught:")
+            for n in [base, *others]:
+                rows = matched_clip_frames(results[n], table, n, args.tpr or (0.6, 0.65, 0.7))
+                print(format_matched(n, rows))
+                out.append({"model": n, "matched": str(args.matched), "rows": rows})
     else:
         table = read_scores(args.scores)
         base, others = pick(list(table["models"]), args.scores)
