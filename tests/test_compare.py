@@ -119,6 +119,18 @@ def test_scores_file_from_evaluate_and_compare_cli(tmp_path, random_checkpoint, 
     assert rows[0]["n_real"] == 4 and rows[0]["n_fake"] == 4 and abs(rows[0]["diff"]) < 1e-6
     with pytest.raises(SystemExit):
         C.main([str(scores), "--model", "nope"])
+    # a second run of the same images, its rows in another order, joins by image
+    lines = scores.read_text().splitlines()
+    again = tmp_path / "again.csv"
+    again.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    joined = C.join_scores([C.read_scores(scores), C.read_scores(again)])
+    assert list(joined["models"]) == ["ckpt", "ckpt.2", "ckpt.3", "ckpt.2.2"]  # a taken name gets a suffix
+    np.testing.assert_array_equal(joined["models"]["ckpt.3"], table["models"]["ckpt"])
+    assert C.main([str(scores), str(again), "--model", "ckpt.3", "--boot", "20"]) == 0
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join(lines[:-1]) + "\n")  # one image short
+    with pytest.raises(SystemExit):
+        C.main([str(scores), str(other)])
 
 
 def _videos_result(model, threshold, frames_by_clip):

@@ -3,6 +3,7 @@
     python -m train.evaluate --data ROOT --split test --model A --model B --scores scores.csv
     python -m train.compare scores.csv                  # every other model against the first column
     python -m train.compare scores.csv --base A --model B [--boot 2000] [--json out.json]
+    python -m train.compare a.csv b.csv                 # models scored in separate runs, joined by image
     python -m train.evaluate --videos DIR --model A --model B --json videos.json
     python -m train.compare --videos videos.json        # real clip frames flagged, pairwise
     python -m train.compare --videos videos.json --matched val.csv   # ... and at matched detection rates
@@ -140,7 +141,7 @@ def person_bootstrap_difference(y_true_fake, score_a, score_b, groups, n_boot: i
 
 # --- a scores file -------------------------------------------------------------------------------------------------
 def read_scores(path) -> dict:
-    """{"person", "family", "label" (1 = real), "models": {name: p_fake array}} from a ``--scores`` CSV."""
+    """{"image", "person", "family", "label" (1 = real), "models": {name: p_fake array}} from a ``--scores`` CSV."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         names = [c for c in (reader.fieldnames or []) if c not in META_COLUMNS]
@@ -151,11 +152,32 @@ def read_scores(path) -> dict:
     if not rows or not names:
         raise SystemExit(f"{path}: no images or no model columns")
     return {
+        "image": np.array([r["image"] for r in rows]),
         "person": np.array([r["person"] for r in rows]),
         "family": np.array([r["family"] for r in rows]),
         "label": np.array([int(r["label"]) for r in rows]),
         "models": {n: np.array([float(r[n]) for r in rows]) for n in names},
     }
+
+
+def join_scores(tables: list[dict]) -> dict:
+    """Several scores tables of the same images (e.g. checkpoints scored in separate runs) as one, rows in the
+    first table's order; a model name seen before gets a suffix (".2", ".3", ...)."""
+    joined = {k: v for k, v in tables[0].items() if k != "models"}
+    joined["models"] = dict(tables[0]["models"])
+    where = {img: i for i, img in enumerate(tables[0]["image"])}
+    for t in tables[1:]:
+        if len(t["image"]) != len(where) or not all(img in where for img in t["image"]):
+            raise ValueError("the scores files do not hold the same images")
+        order = np.empty(len(where), dtype=np.int64)
+        order[[where[img] for img in t["image"]]] = np.arange(len(where))
+        for name, p in t["models"].items():
+            key, k = name, 1
+            while key in joined["models"]:
+                k += 1
+                key = f"{name}.{k}"
+            joined["models"][key] = p[order]
+    return joined
 
 
 def compare(table: dict, base: str, other: str, n_boot: int = 2000, seed: int = 0) -> list[dict]:
@@ -247,7 +269,8 @@ def format_matched(model: str, rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scores", type=Path, nargs="?", help="a CSV written by python -m train.evaluate --scores")
+    p.add_argument("scores", type=Path, nargs="*",
+                   help="CSV(s) written by python -m train.evaluate --scores on the same images (joined by image)")
     p.add_argument("--videos", type=Path, metavar="JSON",
                    help="instead: compare real clip frames flagged, from python -m train.evaluate --videos ... --json")
     p.add_argument("--matched", type=Path, metavar="CSV",
@@ -260,10 +283,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the comparisons here")
     args = p.parse_args(argv)
-    if (args.scores is None) == (args.videos is None):
-        p.error("give a scores CSV or --videos JSON")
-    if not (args.videos or args.scores).is_file():
-        p.error(f"no file {args.videos or args.scores}")
+    if bool(args.scores) == bool(args.videos):
+        p.error("give scores CSV(s) or --videos JSON")
+    for f in [args.videos] if args.videos else args.scores:
+        if not f.is_file():
+            p.error(f"no file {f}")
+    source = args.videos or ", ".join(map(str, args.scores))
 
     def pick(names: list[str], source) -> tuple[str, list[str]]:
         base = args.base or names[0]
@@ -297,10 +322,13 @@ def main(argv=None) -> int:
                 print(format_matched(n, rows))
                 out.append({"model": n, "matched": str(args.matched), "rows": rows})
     else:
-        table = read_scores(args.scores)
-        base, others = pick(list(table["models"]), args.scores)
+        try:
+            table = join_scores([read_scores(f) for f in args.scores])
+        except ValueError as err:
+            p.error(f"{source}: {err}")
+        base, others = pick(list(table["models"]), source)
         if len(set(table["label"])) < 2:
-            p.error(f"{args.scores} needs both real and fake images")
+            p.error(f"{source} needs both real and fake images")
         out = []
         for other in others:
             rows = compare(table, base, other, n_boot=args.boot, seed=args.seed)
@@ -308,7 +336,7 @@ def main(argv=None) -> int:
             out.append({"base": base, "model": other, "rows": rows})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"input": str(args.videos or args.scores), "boot": args.boot,
+        args.json.write_text(json.dumps({"input": str(source), "boot": args.boot,
                                          "seed": args.seed, "comparisons": out}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
