@@ -152,6 +152,10 @@ def test_clip_frames_compared_pairwise(tmp_path, capsys):
     path.write_text(json.dumps({"mode": "videos", "results": [a, b]}))
     assert C.main(["--videos", str(path), "--boot", "100"]) == 0
     assert "b against a" in capsys.readouterr().out
+    solo = tmp_path / "solo.json"  # a model scored in a separate run joins the first file's
+    solo.write_text(json.dumps({"mode": "videos", "results": [a]}))
+    assert C.main(["--videos", str(path), str(solo), "--model", "a.2", "--boot", "100"]) == 0
+    assert "a.2 against a" in capsys.readouterr().out
     # matched detection rates: a scores file holding both models' scores of two fakes and two reals
     scores = tmp_path / "s.csv"
     scores.write_text("image,person,family,label,a,b\n"

@@ -5,7 +5,7 @@
     python -m train.compare scores.csv --base A --model B [--boot 2000] [--json out.json]
     python -m train.compare a.csv b.csv                 # models scored in separate runs, joined by image
     python -m train.evaluate --videos DIR --model A --model B --json videos.json
-    python -m train.compare --videos videos.json        # real clip frames flagged, pairwise
+    python -m train.compare --videos videos.json        # real clip frames flagged, pairwise (several files join)
     python -m train.compare --videos videos.json --matched val.csv   # ... and at matched detection rates
 
 Two checkpoints from one training run score the same faces in much the same order, so the difference of their
@@ -271,7 +271,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scores", type=Path, nargs="*",
                    help="CSV(s) written by python -m train.evaluate --scores on the same images (joined by image)")
-    p.add_argument("--videos", type=Path, metavar="JSON",
+    p.add_argument("--videos", type=Path, nargs="+", metavar="JSON",
                    help="instead: compare real clip frames flagged, from python -m train.evaluate --videos ... --json")
     p.add_argument("--matched", type=Path, metavar="CSV",
                    help="--videos: also compare at matched detection rates on this scores file's fakes")
@@ -285,10 +285,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if bool(args.scores) == bool(args.videos):
         p.error("give scores CSV(s) or --videos JSON")
-    for f in [args.videos] if args.videos else args.scores:
+    for f in args.videos or args.scores:
         if not f.is_file():
             p.error(f"no file {f}")
-    source = args.videos or ", ".join(map(str, args.scores))
+    source = ", ".join(map(str, args.videos or args.scores))
 
     def pick(names: list[str], source) -> tuple[str, list[str]]:
         base = args.base or names[0]
@@ -301,11 +301,18 @@ def main(argv=None) -> int:
         return base, others
 
     if args.videos:
-        data = json.loads(args.videos.read_text())
-        if data.get("mode") != "videos":
-            p.error(f"{args.videos} is not train.evaluate --videos JSON")
-        results = {r["model"]: r for r in data["results"]}
-        base, others = pick(list(results), args.videos)
+        results = {}
+        for f in args.videos:
+            data = json.loads(f.read_text())
+            if data.get("mode") != "videos":
+                p.error(f"{f} is not train.evaluate --videos JSON")
+            for r in data["results"]:
+                key, k = r["model"], 1
+                while key in results:
+                    k += 1
+                    key = f"{r['model']}.{k}"
+                results[key] = {**r, "model": key}
+        base, others = pick(list(results), source)
         out = [compare_clip_frames(results[base], results[o], n_boot=args.boot, seed=args.seed) for o in others]
         for r in out:
             print(format_clip_comparison(r))
