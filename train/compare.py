@@ -160,6 +160,15 @@ def read_scores(path) -> dict:
     }
 
 
+def unique_name(name: str, taken) -> str:
+    """``name``, or ``name.2``, ``name.3``, ... when it is taken: how models of the same name get distinct columns."""
+    key, k = name, 1
+    while key in taken:
+        k += 1
+        key = f"{name}.{k}"
+    return key
+
+
 def join_scores(tables: list[dict]) -> dict:
     """Several scores tables of the same images (e.g. checkpoints scored in separate runs) as one, rows in the
     first table's order; a model name seen before gets a suffix (".2", ".3", ...)."""
@@ -172,11 +181,7 @@ def join_scores(tables: list[dict]) -> dict:
         order = np.empty(len(where), dtype=np.int64)
         order[[where[img] for img in t["image"]]] = np.arange(len(where))
         for name, p in t["models"].items():
-            key, k = name, 1
-            while key in joined["models"]:
-                k += 1
-                key = f"{name}.{k}"
-            joined["models"][key] = p[order]
+            joined["models"][unique_name(name, joined["models"])] = p[order]
     return joined
 
 
@@ -285,7 +290,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if bool(args.scores) == bool(args.videos):
         p.error("give scores CSV(s) or --videos JSON")
-    for f in args.videos or args.scores:
+    if args.matched and not args.videos:
+        p.error("--matched goes with --videos")
+    for f in [*(args.videos or args.scores), *([args.matched] if args.matched else [])]:
         if not f.is_file():
             p.error(f"no file {f}")
     source = ", ".join(map(str, args.videos or args.scores))
@@ -307,18 +314,13 @@ def main(argv=None) -> int:
             if data.get("mode") != "videos":
                 p.error(f"{f} is not train.evaluate --videos JSON")
             for r in data["results"]:
-                key, k = r["model"], 1
-                while key in results:
-                    k += 1
-                    key = f"{r['model']}.{k}"
+                key = unique_name(r["model"], results)
                 results[key] = {**r, "model": key}
         base, others = pick(list(results), source)
         out = [compare_clip_frames(results[base], results[o], n_boot=args.boot, seed=args.seed) for o in others]
         for r in out:
             print(format_clip_comparison(r))
         if args.matched:
-            if not args.matched.is_file():
-                p.error(f"no file {args.matched}")
             table = read_scores(args.matched)
             missing = [n for n in [base, *others] if n not in table["models"]]
             if missing:

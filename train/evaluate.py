@@ -213,11 +213,11 @@ def write_scores(path, rows: list[dict], results: list[dict]) -> None:
     running them again."""
     import csv
 
-    names, seen = [], {}
+    from .compare import unique_name
+
+    names = []
     for r in results:
-        base = str(r["model"])
-        seen[base] = seen.get(base, 0) + 1
-        names.append(base if seen[base] == 1 else f"{base}.{seen[base]}")
+        names.append(unique_name(str(r["model"]), names))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
