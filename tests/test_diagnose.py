@@ -263,3 +263,34 @@ def test_ensemble_cli_takes_several_models_and_the_others_one(built, tmp_path, c
     with pytest.raises(SystemExit):
         D.main(["ensemble", "--data", str(root), "--split", "test", "--model", ckpt])
     assert "at least two --model" in capsys.readouterr().err
+
+
+def test_readout_scores_by_hand():
+    real = np.full((3, 4), 0.5)
+    fake = np.array([[1.0, 0.0, 0.0, 0.0],   # one strong cell: diluted to 0.25 by the mean
+                     [0.3, 0.3, 0.3, 0.3],   # spread evenly
+                     [0.6, 0.2, 0.0, 0.0]])
+    s = D.readout_scores(fake, real, cells=(1, 2, 4))
+    assert list(s) == [D.PAPER_READOUT, "the fake half's strongest 1", "the fake half's strongest 2"]  # 4 = all
+    assert s[D.PAPER_READOUT] == pytest.approx([-0.25, -0.2, -0.3])
+    assert s["the fake half's strongest 1"] == pytest.approx([0.5, -0.2, 0.1])
+    assert s["the fake half's strongest 2"] == pytest.approx([0.0, -0.2, -0.1])
+
+
+def test_readout_of_every_cell_is_the_models_own_evidence(built, capsys):
+    root, model = built
+    data = E.open_split(root, "test")
+    cells = D.cell_activations(model, data)
+    assert cells["fake"].shape == cells["real"].shape == (10, 256)
+    assert cells["area"][cells["label"] == 0] == pytest.approx(0.25)  # every mask is a quarter of the crop
+    own = D.evidence(E.collect(model, data, precision="fp32"))
+    assert D.readout_scores(cells["fake"], cells["real"])[D.PAPER_READOUT] == pytest.approx(own, abs=1e-5)
+
+    result = D.readouts(model, data, cells=(16,), n_boot=50)
+    paper, top = result["rows"]
+    assert paper["auc"]["all"] == pytest.approx(M.roc_auc(cells["label"] == 0, own))
+    assert set(paper["auc"]) == {"all", "deepfake", "selfblend", "faceswap"}  # no self-blend under a tenth here
+    d, lo, hi = top["diff"]["all"]
+    assert d == pytest.approx(top["auc"]["all"] - paper["auc"]["all"]) and lo <= hi
+    D.main(["readout", "--data", str(root), "--split", "test", "--model", str(root / "ckpt")])
+    assert "the fake half's strongest 64" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Where a detector's evidence runs out: two diagnostics beside ``train.evaluate``'s scores.
+"""Where a detector's evidence runs out: diagnostics beside ``train.evaluate``'s scores.
 
 ``degradations``: the split scored again after each of the degradations that training imitates (lost resolution,
 blur, JPEG, an H.264 round trip, the whole training augmentation as run without ``--h264``). Per family AUC, and the share of real faces
@@ -21,6 +21,11 @@ a_real) is put in units of its spread over a reference split (``--reference-spli
 different activation scales weigh alike, and the average is scored beside each model alone. If checkpoints trained
 differently make different mistakes, their average is better than the best of them.
 
+``readout``: whether the paper's read-out dilutes small forgeries. Each half is scored by its mean |activation| over
+the whole latent grid, so a forgery of a tenth of the face moves it a tenth as much; scored instead over the fake
+half's strongest cells, beside the paper's read-out, per family and for self-blends under a tenth of the crop, with
+the difference from the paper's and a 95% interval resampling people (the exact network, fp32; no mirror).
+
 ``tradeoff``: how many real video frames a model flags when it catches a given share of a split's fakes. Two
 checkpoints calibrated to different thresholds cannot be compared by the false alarms each raises at its own
 threshold (a stricter threshold lowers both the alarms and the detections); at matched detection rates they can.
@@ -32,6 +37,7 @@ threshold (a stricter threshold lowers both the alarms and the detections); at m
         --videos ../shared/data/videos --every 10
     python -m train.diagnose ensemble --data data/forge-v1 --split test --model checkpoints/regnetx-forge \
         --model checkpoints/classnseg-forge
+    python -m train.diagnose readout --data data/forge-v2 --split val --model checkpoints/lite0-forge
 """
 
 from __future__ import annotations
@@ -317,6 +323,76 @@ def ensemble(models, names, data: ManifestFrames, reference: ManifestFrames, pre
     return {"crops": len(data), "reference_crops": len(reference), "rows": rows}
 
 
+# --- read-outs of the latent ---------------------------------------------------------------------------------------
+READOUT_CELLS = (16, 64, 128)  # of the latent grid's cells (16 x 16 = 256 for a 256x256 face)
+SMALL_MASK = 0.10  # share of the crop: a mouth, the eyes or the nose alone
+PAPER_READOUT = "every cell (the paper)"
+
+
+def cell_activations(model, data: ManifestFrames, batch_size: int = 32) -> dict:
+    """Per face, each half's mean |latent| at every cell of the latent grid (the exact network, fp32): "fake" and
+    "real" (N x cells), "label" (1 = real), "family", "area" (the share of the crop its mask covers)."""
+    import torch
+
+    out = {k: [] for k in ("fake", "real", "label", "family", "area")}
+    model.eval()
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
+    with torch.inference_mode():
+        for batch in loader:
+            latent = model.encoder(model.encoder_input(batch["image"].float())).float()
+            b, c = latent.shape[:2]
+            out["fake"].append(latent[:, : c // 2].abs().mean(1).reshape(b, -1).numpy())
+            out["real"].append(latent[:, c // 2:].abs().mean(1).reshape(b, -1).numpy())
+            out["label"].append(batch["label"].reshape(-1).numpy())
+            out["family"].extend(batch["family"])
+            out["area"].append(batch["mask"].float().mean(dim=(1, 2)).numpy())
+    return {k: np.asarray(v) if k == "family" else np.concatenate(v) for k, v in out.items()}
+
+
+def readout_scores(fake: np.ndarray, real: np.ndarray, cells=READOUT_CELLS) -> dict[str, np.ndarray]:
+    """The evidence a face is fake under each read-out: the paper's (each half's mean over every cell, fake minus
+    real), and the fake half's mean over only its ``k`` strongest cells minus the real half's mean."""
+    scores = {PAPER_READOUT: fake.mean(1) - real.mean(1)}
+    for k in cells:
+        if k < fake.shape[1]:
+            scores[f"the fake half's strongest {k}"] = np.sort(fake, axis=1)[:, -k:].mean(1) - real.mean(1)
+    return scores
+
+
+def readouts(model, data: ManifestFrames, cells=READOUT_CELLS, n_boot: int = 1000) -> dict:
+    """Per-family AUC of each read-out, and its difference from the paper's with a 95% interval resampling people.
+
+    The paper scores a half by its mean over the whole latent grid, so a forgery that covers a tenth of the face
+    moves it a tenth as much as one that covers all of it. If small forgeries are missed because their evidence is
+    diluted, a read-out of the strongest cells catches them; the "small masks" column (self-blends under
+    ``SMALL_MASK`` of the crop) says whether it does.
+    """
+    from train.compare import person_bootstrap_difference
+
+    c = cell_activations(model, data)
+    fake = c["label"] == 0
+    people = np.array([r.get("person", "") for r in data.rows])
+    groups = [("all", fake)] + [(f, fake & (c["family"] == f)) for f in FAMILIES]
+    groups.append((f"selfblend, mask under {100 * SMALL_MASK:.0f}%",
+                   fake & (c["family"] == "selfblend") & (c["area"] < SMALL_MASK)))
+    groups = [(g, sel) for g, sel in groups if sel.any()]
+    scores = readout_scores(c["fake"], c["real"], cells)
+    base = scores[PAPER_READOUT]
+    rows = []
+    for name, score in scores.items():
+        row = {"readout": name, "auc": {}, "diff": {}}
+        for g, sel in groups:
+            keep = sel | ~fake
+            row["auc"][g] = M.roc_auc(fake[keep], score[keep]) if (~fake).any() else float("nan")
+            if name != PAPER_READOUT:
+                lo, hi = person_bootstrap_difference(fake[keep].astype(np.int64), base[keep], score[keep],
+                                                     people[keep], n_boot=n_boot)
+                row["diff"][g] = [row["auc"][g] - rows[0]["auc"][g], lo, hi]
+        rows.append(row)
+    return {"crops": len(data), "cells": int(c["fake"].shape[1]), "groups": {g: int(s.sum()) for g, s in groups},
+            "rows": rows}
+
+
 # --- command line --------------------------------------------------------------------------------------------------
 def _fmt(v) -> str:
     return "  -  " if v is None or not np.isfinite(v) else f"{v:.3f}"
@@ -364,6 +440,19 @@ def format_tradeoff(t: dict) -> str:
     return "\n".join(lines)
 
 
+def format_readouts(r: dict) -> str:
+    groups = list(r["groups"])
+    lines = [f"AUC on {r['crops']} crops ({r['cells']} latent cells); fakes per column: "
+             + ", ".join(f"{g} {n}" for g, n in r["groups"].items()),
+             f"{'read-out':32s} " + " ".join(f"{g[:24]:>24s}" for g in groups)]
+    for row in r["rows"]:
+        lines.append(f"{row['readout']:32s} " + " ".join(f"{_fmt(row['auc'][g]):>24s}" for g in groups))
+        if row["diff"]:
+            cells = [f"{d:+.4f} ({lo:+.4f},{hi:+.4f})" for d, lo, hi in (row["diff"][g] for g in groups)]
+            lines.append(f"{'  minus the paper, 95% by person':32s} " + " ".join(f"{c:>24s}" for c in cells))
+    return "\n".join(lines)
+
+
 def format_ensemble(e: dict) -> str:
     head = f"{'model':40s} " + " ".join(f"{c:>9s}" for c in ["all", *FAMILIES])
     lines = [f"AUC on {e['crops']} crops; evidence standardized on {e['reference_crops']} reference crops", head,
@@ -375,7 +464,7 @@ def format_ensemble(e: dict) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.diagnose", description=__doc__.split("\n\n")[0])
-    p.add_argument("analysis", choices=["degradations", "visibility", "selfblend", "tradeoff", "ensemble"])
+    p.add_argument("analysis", choices=["degradations", "visibility", "selfblend", "tradeoff", "ensemble", "readout"])
     p.add_argument("--data", type=Path, required=True, help="a dataset root with manifest.csv")
     p.add_argument("--split", default="val")
     p.add_argument("--model", action="append", required=True,
@@ -414,6 +503,9 @@ def main(argv=None) -> None:
     elif args.analysis == "selfblend":
         result = selfblend_ingredients(model, data, args.precision or "fp32")
         print(format_selfblend(result))
+    elif args.analysis == "readout":
+        result = readouts(model, data)
+        print(format_readouts(result))
     elif args.analysis == "degradations":
         result = degradations(model, data, args.only, args.precision or "bf16")
         print(format_degradations(result))
