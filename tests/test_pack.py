@@ -1,6 +1,7 @@
 """train.pack: a dataset split into small parts of whole people that train.data reads back as it read the original."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,9 +77,15 @@ def test_parts_hold_whole_people_and_read_back_like_the_original(tmp_path, astro
 
 def test_lossless_keeps_every_pixel_and_join_lists_only_the_parts_present(tmp_path, astronaut):
     data = _dataset(tmp_path / "data", astronaut, people=4, per_person=1)
+    manifest = data / "manifest.csv"  # a prepare_ffpp-style "video" column must survive too
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([lines[0] + ",video"] + [f"{line},clip{i % 3}" for i, line in enumerate(lines[1:])])
+                        + "\n")
+    videos = {Path(r["image"]).stem: r["video"] for r in read_manifest(data)}
     out = tmp_path / "xfer"
     summary = pack(data, out, quality=None, part_mib=0.1, workers=1)
     assert summary["mean_change"] == 0.0
+    assert {Path(r["image"]).stem: r["video"] for r in read_manifest(out)} == videos
     original = _by_image(ManifestDataset(data, "train"))
     packed = _by_image(ManifestDataset(out, "train"))
     for name in original:

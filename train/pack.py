@@ -21,6 +21,8 @@ What is lost, and what is not:
   not meant for a packed copy).
 * People are shuffled (seeded) before they are dealt into parts, so each part, and any prefix of the parts, is a
   random sample of the people. The validation rows (``--val-limit`` of them, whole people) go into the first part.
+  A person whose crops alone exceed ``--part-mib`` gets a part of their own, over the limit.
+* Every column of the manifest is kept (``prepare_ffpp``'s ``video`` too, for video-level evaluation).
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ from PIL import Image
 
 from .data import read_manifest
 
-COLUMNS = ["image", "mask", "label", "method", "person", "split"]
-MANIFEST_HEADER = len(",".join(COLUMNS)) + 2
+HEADER_BYTES = 256  # a part's manifest header, at most (the manifest's columns, e.g. prepare_ffpp's "video" too)
 
 
 def encode_image(path: Path, quality: int | None) -> tuple[bytes, float]:
@@ -74,14 +75,14 @@ def _encode_person(job: tuple[Path, list[dict], int | None]) -> list[dict]:
         mask = encode_mask(root / r["mask"]) if r["mask"] else None
         new = dict(r, image=f"images/{Path(r['image']).stem}.webp",
                    mask=f"masks/{Path(r['mask']).stem}.png" if r["mask"] else "")
-        line = len(",".join(str(new.get(c, "")) for c in COLUMNS)) + 4  # its manifest line, quotes allowed for
+        line = len(",".join(str(v) for v in new.values())) + 4  # its manifest line, quotes allowed for
         packed.append({"row": new, "image": image, "mask": mask, "change": change,
                        "bytes": len(image) + len(mask or b"") + line})
     return packed
 
 
 def people_in_order(rows: list[dict], splits, val_limit: int | None, seed: int) -> list[list[dict]]:
-    """Rows grouped by person: the kept validation people first, then the others, each group shuffled (seeded)."""
+    """Rows grouped by person, the groups in a seeded random order: the kept validation people first."""
     rng = np.random.default_rng(seed)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
@@ -107,7 +108,7 @@ def _part_dir(out: Path, index: int) -> Path:
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
 
@@ -139,7 +140,7 @@ def pack(data, out, splits=("train", "val"), val_limit: int | None = None, quali
     groups = people_in_order(rows, set(splits), val_limit, seed)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty: pack into a new folder")
-    limit = int(part_mib * 2**20) - MANIFEST_HEADER
+    limit = int(part_mib * 2**20) - HEADER_BYTES
     parts: list[dict] = []
     changes: list[float] = []
     left_out = 0
@@ -172,7 +173,7 @@ def pack(data, out, splits=("train", "val"), val_limit: int | None = None, quali
         _write_manifest(part["dir"] / "manifest.csv", part["rows"])
     joined = join(out) if parts else []
     return {
-        "parts": [{"dir": str(p["dir"]), "rows": len(p["rows"]), "mib": (p["bytes"] + MANIFEST_HEADER) / 2**20}
+        "parts": [{"dir": str(p["dir"]), "rows": len(p["rows"]), "mib": (p["bytes"] + HEADER_BYTES) / 2**20}
                   for p in parts],
         "rows": len(joined),
         "by_split": {s: sum(r["split"] == s for r in joined) for s in splits},
