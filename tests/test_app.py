@@ -122,3 +122,11 @@ def test_bad_videos(client, app_module, tmp_path, monkeypatch):
     _expect_error(client, "not a readable video", handle_file(str(text)), 1, api_name="/analyze_video")
     monkeypatch.setattr(app_module, "MAX_VIDEO_SECONDS", 1.0)
     _expect_error(client, "up to 1 s", handle_file(str(clip)), 1, api_name="/analyze_video")
+
+
+def test_about_describes_the_loaded_model(app_module):
+    model = app_module.get_model()
+    text = app_module.about_text()
+    assert f"**Model:** `{model.name}`" in text and f"`{model.encoder_name}`" in text
+    assert f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters" in text
+    assert f"**{model.threshold:.2f}**" in text
