@@ -334,15 +334,16 @@ def cell_activations(model, data: ManifestFrames, batch_size: int = 32) -> dict:
     "real" (N x cells), "label" (1 = real), "family", "area" (the share of the crop its mask covers)."""
     import torch
 
+    from mtl.model import half_cell_activations
+
     out = {k: [] for k in ("fake", "real", "label", "family", "area")}
     model.eval()
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.inference_mode():
         for batch in loader:
-            latent = model.encoder(model.encoder_input(batch["image"].float())).float()
-            b, c = latent.shape[:2]
-            out["fake"].append(latent[:, : c // 2].abs().mean(1).reshape(b, -1).numpy())
-            out["real"].append(latent[:, c // 2:].abs().mean(1).reshape(b, -1).numpy())
+            cells = half_cell_activations(model.encoder(model.encoder_input(batch["image"].float()))).numpy()
+            out["fake"].append(cells[:, 0])
+            out["real"].append(cells[:, 1])
             out["label"].append(batch["label"].reshape(-1).numpy())
             out["family"].extend(batch["family"])
             out["area"].append(batch["mask"].float().mean(dim=(1, 2)).numpy())
