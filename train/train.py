@@ -94,6 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="augmentation: the share of training crops sent through an H.264 round trip (crf 18-38) "
                         "instead of the JPEG step, as faces in videos are (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument("--start-only", action="store_true",
+                   help="write the model this run would start from to OUT/start and stop (no data needed): a start "
+                        "for a machine that cannot fetch ImageNet weights itself, given there with --init OUT/start")
     p.add_argument("--name", default=None, help="model name stored in config.json (default: OUT's name; with --init, that checkpoint's)")
     args = p.parse_args(argv)
     if args.pretrained and args.init:
@@ -420,8 +423,18 @@ def _calibrate_best(args, val_loader, device, autocast) -> None:
     print(f"calibration: scale {scale:.3f}, bias {bias:.3f}, threshold {threshold:.3f} -> {args.out / 'best'}")
 
 
+def write_start(args) -> Path:
+    """The model a run with these arguments starts from (ImageNet weights with ``--pretrained``), as a checkpoint."""
+    seed_everything(args.seed)
+    start = args.out / "start"
+    build_model(args).eval().save_pretrained(start)
+    print(f"start weights -> {start} (train from them with --init {start})")
+    return start
+
+
 def main(argv=None) -> None:
-    train(parse_args(argv))
+    args = parse_args(argv)
+    write_start(args) if args.start_only else train(args)
 
 
 if __name__ == "__main__":
