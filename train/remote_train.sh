@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training call on a machine reached through a narrow link (this project's GPU machine takes 64 MiB a transfer
 # and 10 minutes a call): join the parts of a `train.pack` copy that have arrived, then train with the shipped
-# default's recipe from a checkpoint, for a fixed number of steps. Every flag is train.train's; nothing else runs.
+# default's recipe from a checkpoint, for a fixed number of steps: `train.pack --join`, then `train.train`.
 #
 #   bash train/remote_train.sh PACK INIT RUN STEPS [more train.train flags, e.g. --lr 2e-4 --seed 42]
 #
@@ -15,7 +15,7 @@
 # WORKERS (environment, default 14) data-loader workers; THREADS (default 4) torch threads
 set -euo pipefail
 if [ $# -lt 4 ]; then
-    sed -n '2,17p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
 fi
 pack=$1 init=$2 run=$3 steps=$4

@@ -434,7 +434,10 @@ def write_start(args) -> Path:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    write_start(args) if args.start_only else train(args)
+    if args.start_only:
+        write_start(args)
+    else:
+        train(args)
 
 
 if __name__ == "__main__":
