@@ -318,7 +318,9 @@ def train(args) -> Path:
     if args.val_limit and len(val_set) > args.val_limit:
         keep = np.random.default_rng(0).permutation(len(val_set))[: args.val_limit]
         val_set = torch.utils.data.Subset(val_set, sorted(keep.tolist()))
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+    # persistent too: a short epoch (one part of a packed copy) would otherwise start every worker again to validate
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+                            persistent_workers=args.workers > 0)
 
     model = build_model(args).to(device).to(memory_format=torch.channels_last)
     model.train()
