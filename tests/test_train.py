@@ -78,6 +78,98 @@ def test_person_batches_keep_people_together():
     assert any(b != batches for b in later)  # people are reshuffled from epoch to epoch
 
 
+def test_batch_orders_follow_the_seed_and_the_epoch_and_a_resumed_epoch_skips_what_was_done():
+    from train.data import PersonBatchSampler, ShuffledBatches
+
+    people = [p for p in "abcdefgh" for _ in range(3)]
+    for make in (lambda: PersonBatchSampler(people, batch_size=6, seed=3),
+                 lambda: ShuffledBatches(len(people), batch_size=5, seed=3)):
+        sampler = make()
+        epochs = [list(sampler) for _ in range(3)]  # plain iteration moves on an epoch each time
+        assert epochs[0] != epochs[1] and all(len(e) == len(sampler) for e in epochs)
+        again = make()
+        again.set_epoch(2)
+        assert list(again) == epochs[2]  # the order depends on the seed and the epoch only
+        again.set_epoch(1, skip=2)
+        assert list(again) == epochs[1][2:]
+        assert list(again) == epochs[2]  # the skip holds for one epoch
+    batches = epochs[0]
+    assert all(len(b) == 5 for b in batches) and len({i for b in batches for i in b}) == 20  # 24 // 5 whole batches
+
+
+@pytest.mark.slow
+def test_a_run_stopped_mid_epoch_resumes_where_it_stopped(tmp_path, astronaut, monkeypatch):
+    """--save-every writes the state within an epoch; --resume replays the epoch's batch order from there, so the
+    stopped and resumed run ends with the weights of a run that never stopped. So does a run cut by --max-steps."""
+    import train.train as T
+
+    data = _tiny_dataset(tmp_path / "data", astronaut)  # 24 train crops: 3 batches of 8 an epoch
+    common = ["--data", str(data), "--batch-size", "8", "--workers", "0", "--no-augment", "--precision", "fp32",
+              "--epochs", "2", "--seed", "0"]
+
+    def final_weights(out):
+        return torch.load(out / "last.pt", weights_only=True)["model"]
+
+    train_main(common + ["--out", str(tmp_path / "straight")])
+    straight = final_weights(tmp_path / "straight")
+
+    real_validate = T.validate
+
+    def killed(*args, **kwargs):  # the process dies at the end of the first epoch, before its own save
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(common + ["--out", str(tmp_path / "killed"), "--save-every", "1"])
+    state = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 2, 2)  # the last save inside the epoch
+    monkeypatch.setattr(T, "validate", real_validate)
+    train_main(common + ["--out", str(tmp_path / "killed"), "--resume"])
+
+    train_main(common + ["--out", str(tmp_path / "cut"), "--max-steps", "4"])
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 1, 4)
+    train_main(common + ["--out", str(tmp_path / "cut"), "--resume"])
+
+    for run in ("killed", "cut"):
+        resumed = final_weights(tmp_path / run)
+        assert torch.load(tmp_path / run / "last.pt", weights_only=True)["step"] == 6
+        for key, value in straight.items():
+            assert torch.allclose(resumed[key].float(), value.float(), atol=1e-6), (run, key)
+
+
+def test_forgeries_made_on_the_fly_are_drawn_afresh_each_epoch(tmp_path):
+    """A dataset that forges as it goes learns the epoch from the trainer, and its workers are started afresh each
+    epoch to see it (persistent workers would keep their first copy)."""
+    from train.train import begin_epoch, make_train_loader, parse_args
+
+    class Forging(torch.utils.data.Dataset):
+        epoch = 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.tensor(self.epoch)
+
+    args = parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--batch-size", "4",
+                       "--workers", "1"])
+    dataset = Forging()
+    loader = make_train_loader(args, dataset)
+    assert not loader.persistent_workers
+    seen = []
+    for epoch in range(3):
+        begin_epoch(loader, dataset, epoch)
+        seen.append({int(x) for batch in loader for x in batch})
+    assert seen == [{0}, {1}, {2}]
+    both = torch.utils.data.ConcatDataset([torch.utils.data.TensorDataset(torch.zeros(4)), Forging()])
+    begin_epoch(make_train_loader(args, both), both, 5)
+    assert both.datasets[1].epoch == 5
+
+
 @pytest.mark.slow
 def test_extension_options_run_and_are_logged(tmp_path, astronaut):
     """The shipped model's options (no reconstruction arm, margin and dense terms, AdamW) train and log their terms."""

@@ -247,7 +247,11 @@ class PersonBatchSampler(torch.utils.data.Sampler):
         for i, person in enumerate(people):
             groups.setdefault(person, []).append(i)
         self.groups = list(groups.values())
-        self.batch_size, self.seed, self.drop_last, self.epoch = batch_size, seed, drop_last, 0
+        self.batch_size, self.seed, self.drop_last, self.epoch, self.skip = batch_size, seed, drop_last, 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw epoch ``epoch``'s order next, less its first ``skip`` batches (a run resumed mid-epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def _batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -262,10 +266,41 @@ class PersonBatchSampler(torch.utils.data.Sampler):
         return batches
 
     def __iter__(self):
-        batches = self._batches()
-        self.epoch += 1
-        return iter(batches)
+        batches, skip = self._batches(), self.skip
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(batches[skip:])
 
     def __len__(self) -> int:
+        """Batches in a whole epoch (a resumed epoch yields fewer)."""
         n = sum(len(g) for g in self.groups)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class ShuffledBatches(torch.utils.data.Sampler):
+    """Random batches (the last incomplete one dropped) in an order fixed by the seed and the epoch alone, so that
+    a run resumed mid-epoch replays that epoch and carries on after the batches it had done. Under DDP, ``indices``
+    (a ``DistributedSampler``) gives this process's share of the epoch in place of the whole-set shuffle."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, indices=None):
+        self.n, self.batch_size, self.seed, self.indices = n, batch_size, seed, indices
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw epoch ``epoch``'s order next, less its first ``skip`` batches (a run resumed mid-epoch)."""
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        if self.indices is not None:
+            self.indices.set_epoch(self.epoch)
+            order = list(self.indices)
+        else:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist()
+        size = self.batch_size
+        batches = [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
+        skip = self.skip
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(batches[skip:])
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch (a resumed epoch yields fewer)."""
+        return (len(self.indices) if self.indices is not None else self.n) // self.batch_size

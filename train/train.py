@@ -10,7 +10,9 @@ Recipe (paper): loss = activation + gamma * (segmentation + reconstruction) [+ m
 is on]; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-7, weight decay 5e-4, batch 64; the decoder sees the half of the
 *true* label. On CPU the forward/backward runs under bf16 autocast with channels-last tensors where the CPU has
 bf16. Each epoch ends with a validation pass; ``OUT/best`` keeps the checkpoint with the best validation AUC,
-``OUT/last.pt`` the full training state for ``--resume``, ``OUT/log.csv`` and ``OUT/log.jsonl`` the history.
+``OUT/last.pt`` the full training state for ``--resume`` (also every N steps with ``--save-every N``: a run stopped
+mid-epoch resumes there, in the same batch order), ``OUT/log.csv`` and ``OUT/log.jsonl`` the history. Batch order
+follows from the seed and the epoch; data made on the fly (``--faces``) draws fresh forgeries each epoch.
 After training, the probability calibration is fitted on the validation split and written into ``OUT/best``.
 """
 
@@ -84,6 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="also write OUT/last.pt every N steps within an epoch, so that a run stopped mid-epoch "
+                        "(a long epoch on CPU) resumes where it was, in the same batch order (0 = at epoch ends only)")
     p.add_argument("--val-limit", type=int, default=0, help="validate on at most this many samples (0 = all)")
     p.add_argument("--target-fpr", type=float, default=0.01, help="calibration: FPR on validation reals")
     p.add_argument("--no-augment", action="store_true")
@@ -231,21 +236,23 @@ def _families_present(methods: np.ndarray) -> list[tuple[str, int]]:
 
 
 # -- checkpoints -----------------------------------------------------------------------------------------------------
-def save_state(path: Path, model, optimizer, scheduler, epoch: int, step: int, best: float) -> None:
+def save_state(path: Path, model, optimizer, scheduler, epoch: int, step: int, best: float, batch: int = 0) -> None:
+    """The whole training state: at ``batch`` 0 epoch ``epoch`` is next; otherwise ``batch`` batches of it are done."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler else None,
-                "epoch": epoch, "step": step, "best": best, "config": model.config}, tmp)
+                "epoch": epoch, "batch": batch, "step": step, "best": best, "config": model.config}, tmp)
     tmp.replace(path)
 
 
-def load_state(path: Path, model, optimizer, scheduler) -> tuple[int, int, float]:
+def load_state(path: Path, model, optimizer, scheduler) -> tuple[int, int, int, float]:
+    """-> (epoch, batches of it done, step, best validation AUC) as ``save_state`` wrote them."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     if scheduler and state.get("scheduler"):
         scheduler.load_state_dict(state["scheduler"])
-    return state["epoch"], state["step"], state["best"]
+    return state["epoch"], state.get("batch", 0), state["step"], state["best"]
 
 
 def build_model(args) -> ClassNSeg:
@@ -303,18 +310,7 @@ def train(args) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
 
     train_set, val_set = build_datasets(args)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
-    common = dict(num_workers=args.workers, persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
-    if args.by_person:
-        if world > 1 or not hasattr(train_set, "rows"):
-            raise SystemExit("--by-person needs one --data set and a single process")
-        from .data import PersonBatchSampler
-
-        people = [row["person"] for row in train_set.rows]
-        loader = DataLoader(train_set, batch_sampler=PersonBatchSampler(people, args.batch_size, args.seed), **common)
-    else:
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                            drop_last=True, **common)
+    loader = make_train_loader(args, train_set, rank, world, device)
     if args.val_limit and len(val_set) > args.val_limit:
         keep = np.random.default_rng(0).permutation(len(val_set))[: args.val_limit]
         val_set = torch.utils.data.Subset(val_set, sorted(keep.tolist()))
@@ -331,11 +327,13 @@ def train(args) -> Path:
     total = args.epochs * steps_per_epoch if not args.max_steps else min(args.max_steps, args.epochs * steps_per_epoch)
     scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
                  if args.cosine else None)
-    start_epoch, step, best = 0, 0, -1.0
+    start_epoch, start_batch, step, best = 0, 0, 0, -1.0
     if args.resume and (args.out / "last.pt").is_file():
-        start_epoch, step, best = load_state(args.out / "last.pt", model, optimizer, scheduler)
+        start_epoch, start_batch, step, best = load_state(args.out / "last.pt", model, optimizer, scheduler)
         if main_process:
-            print(f"resumed from {args.out / 'last.pt'}: epoch {start_epoch}, step {step}, best val AUC {best:.4f}")
+            print(f"resumed from {args.out / 'last.pt'}: epoch {start_epoch + 1}"
+                  + (f" after its batch {start_batch}" if start_batch else "")
+                  + f", step {step}, best val AUC {best:.4f}")
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=args.reconstruction_weight == 0,  # the reconstruction arm sits idle then
@@ -344,11 +342,14 @@ def train(args) -> Path:
     log_fields = None
 
     for epoch in range(start_epoch, args.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        if args.max_steps and step >= args.max_steps:  # resumed from a run that had reached them
+            break
+        done = start_batch if epoch == start_epoch else 0  # batches of this epoch a resumed run had done
+        begin_epoch(loader, train_set, epoch, skip=done)
         sums: dict[str, float] = {}
         seen, correct, t0 = 0, 0, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_process, dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps_per_epoch, initial=done,
+                   disable=not main_process, dynamic_ncols=True)
         for batch in bar:
             x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             labels = batch["label"].to(device)
@@ -370,9 +371,12 @@ def train(args) -> Path:
             pred_real = out.activations[:, 1] >= out.activations[:, 0]
             correct += int((pred_real.long() == labels).sum())
             seen += len(labels)
+            done += 1
             bar.set_postfix(loss=f"{sums['total'] / seen:.3f}", acc=f"{correct / seen:.3f}")
             if args.max_steps and step >= args.max_steps:
                 break
+            if args.save_every and main_process and step % args.save_every == 0 and done < steps_per_epoch:
+                save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done)
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                "train_acc": correct / max(seen, 1), "seconds": round(time.time() - t0, 1),
                **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
@@ -383,7 +387,9 @@ def train(args) -> Path:
             if improved:
                 best = metrics["val_auc"]
                 model.save_pretrained(args.out / "best")
-            save_state(args.out / "last.pt", model, optimizer, scheduler, epoch + 1, step, best)
+            # an epoch that --max-steps cut short is where a later --resume goes on
+            at_epoch, at_batch = (epoch + 1, 0) if done >= steps_per_epoch else (epoch, done)
+            save_state(args.out / "last.pt", model, optimizer, scheduler, at_epoch, step, best, batch=at_batch)
             log_fields = _log(args.out, row, log_fields)
             print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                   + (" | best" if improved else ""), flush=True)
@@ -395,6 +401,35 @@ def train(args) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return args.out / "best"
+
+
+def make_train_loader(args, train_set, rank: int = 0, world: int = 1, device=torch.device("cpu")) -> DataLoader:
+    """The training loader, its batch order fixed by the seed and the epoch (``begin_epoch``)."""
+    from .data import PersonBatchSampler, ShuffledBatches
+
+    # workers keep a copy of the dataset: one that forges on the fly must be copied afresh each epoch to see it
+    persistent = args.workers > 0 and not _epoch_datasets(train_set)
+    common = dict(num_workers=args.workers, persistent_workers=persistent, pin_memory=device.type == "cuda")
+    if args.by_person:
+        if world > 1 or not hasattr(train_set, "rows"):
+            raise SystemExit("--by-person needs one --data set and a single process")
+        people = [row["person"] for row in train_set.rows]
+        return DataLoader(train_set, batch_sampler=PersonBatchSampler(people, args.batch_size, args.seed), **common)
+    shard = DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
+    batches = ShuffledBatches(len(train_set), args.batch_size, args.seed, indices=shard)
+    return DataLoader(train_set, batch_sampler=batches, **common)
+
+
+def begin_epoch(loader: DataLoader, train_set, epoch: int, skip: int = 0) -> None:
+    """Fix epoch ``epoch``'s batch order, less the ``skip`` batches a resumed run had done, and its forgeries (a
+    dataset that forges on the fly draws fresh ones each epoch)."""
+    loader.batch_sampler.set_epoch(epoch, skip)
+    for dataset in _epoch_datasets(train_set):
+        dataset.set_epoch(epoch)
+
+
+def _epoch_datasets(train_set) -> list:
+    return [d for d in getattr(train_set, "datasets", [train_set]) if hasattr(d, "set_epoch")]
 
 
 def _log(out: Path, row: dict, fields):
