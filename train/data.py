@@ -234,7 +234,27 @@ class ForgeDataset(torch.utils.data.Dataset):
         return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
 
 
-class PersonBatchSampler(torch.utils.data.Sampler):
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches in an order that follows from the seed and the epoch alone (``_batches``), so that a run resumed
+    mid-epoch replays that epoch's order and carries on after the batches it had done. Plain iteration moves on
+    an epoch each time; ``set_epoch`` picks one."""
+
+    epoch, skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw epoch ``epoch``'s order next, less its first ``skip`` batches (a run resumed mid-epoch)."""
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        batches, skip = self._batches(), self.skip
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(batches[skip:])
+
+    def _batches(self) -> list[list[int]]:
+        raise NotImplementedError
+
+
+class PersonBatchSampler(EpochBatches):
     """Batches made of whole people: each batch holds the real photos of a few people *and* their forgeries.
 
     With random batches a small network first learns "a face is here" (masks cover faces) instead of what changed
@@ -247,11 +267,7 @@ class PersonBatchSampler(torch.utils.data.Sampler):
         for i, person in enumerate(people):
             groups.setdefault(person, []).append(i)
         self.groups = list(groups.values())
-        self.batch_size, self.seed, self.drop_last, self.epoch, self.skip = batch_size, seed, drop_last, 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Draw epoch ``epoch``'s order next, less its first ``skip`` batches (a run resumed mid-epoch)."""
-        self.epoch, self.skip = epoch, skip
+        self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
 
     def _batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -265,41 +281,27 @@ class PersonBatchSampler(torch.utils.data.Sampler):
             batches.append(batch)
         return batches
 
-    def __iter__(self):
-        batches, skip = self._batches(), self.skip
-        self.epoch, self.skip = self.epoch + 1, 0
-        return iter(batches[skip:])
-
     def __len__(self) -> int:
         """Batches in a whole epoch (a resumed epoch yields fewer)."""
         n = sum(len(g) for g in self.groups)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
-class ShuffledBatches(torch.utils.data.Sampler):
-    """Random batches (the last incomplete one dropped) in an order fixed by the seed and the epoch alone, so that
-    a run resumed mid-epoch replays that epoch and carries on after the batches it had done. Under DDP, ``indices``
-    (a ``DistributedSampler``) gives this process's share of the epoch in place of the whole-set shuffle."""
+class ShuffledBatches(EpochBatches):
+    """Random batches, the last incomplete one dropped. Under DDP, ``indices`` (a ``DistributedSampler``) gives
+    this process's share of the epoch in place of the whole-set shuffle."""
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, indices=None):
         self.n, self.batch_size, self.seed, self.indices = n, batch_size, seed, indices
-        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Draw epoch ``epoch``'s order next, less its first ``skip`` batches (a run resumed mid-epoch)."""
-        self.epoch, self.skip = epoch, skip
-
-    def __iter__(self):
+    def _batches(self) -> list[list[int]]:
         if self.indices is not None:
             self.indices.set_epoch(self.epoch)
             order = list(self.indices)
         else:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist()
         size = self.batch_size
-        batches = [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
-        skip = self.skip
-        self.epoch, self.skip = self.epoch + 1, 0
-        return iter(batches[skip:])
+        return [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
 
     def __len__(self) -> int:
         """Batches in a whole epoch (a resumed epoch yields fewer)."""
