@@ -74,7 +74,10 @@ def test_person_batches_keep_people_together():
     for batch in batches:
         assert len({people[i] for i in batch}) == 2  # two whole people per batch
     assert sorted(i for b in batches for i in b) == list(range(12))
-    later = [list(sampler) for _ in range(5)]
+    later = []
+    for epoch in range(1, 6):
+        sampler.set_epoch(epoch)
+        later.append(list(sampler))
     assert any(b != batches for b in later)  # people are reshuffled from epoch to epoch
 
 
@@ -84,15 +87,19 @@ def test_batch_orders_follow_the_seed_and_the_epoch_and_a_resumed_epoch_skips_wh
     people = [p for p in "abcdefgh" for _ in range(3)]
     for make in (lambda: PersonBatchSampler(people, batch_size=6, seed=3),
                  lambda: ShuffledBatches(len(people), batch_size=5, seed=3)):
-        sampler = make()
-        epochs = [list(sampler) for _ in range(3)]  # plain iteration moves on an epoch each time
+        sampler, epochs = make(), []
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            epochs.append(list(sampler))
+            assert list(sampler) == epochs[-1]  # iterating again changes nothing (a DataLoader does, with workers)
         assert epochs[0] != epochs[1] and all(len(e) == len(sampler) for e in epochs)
         again = make()
         again.set_epoch(2)
         assert list(again) == epochs[2]  # the order depends on the seed and the epoch only
         again.set_epoch(1, skip=2)
         assert list(again) == epochs[1][2:]
-        assert list(again) == epochs[2]  # the skip holds for one epoch
+        again.set_epoch(2)
+        assert list(again) == epochs[2]  # the skip holds for the epoch it was given with
     batches = epochs[0]
     assert all(len(b) == 5 for b in batches) and len({i for b in batches for i in b}) == 20  # 24 // 5 whole batches
 
@@ -168,6 +175,15 @@ def test_forgeries_made_on_the_fly_are_drawn_afresh_each_epoch(tmp_path):
     both = torch.utils.data.ConcatDataset([torch.utils.data.TensorDataset(torch.zeros(4)), Forging()])
     begin_epoch(make_train_loader(args, both), both, 5)
     assert both.datasets[1].epoch == 5
+    # a built dataset keeps its workers, and they still follow the epoch and the skip
+    built = torch.utils.data.TensorDataset(torch.arange(8))
+    loader = make_train_loader(args, built)
+    assert loader.persistent_workers
+    expected = list(make_train_loader(args, built).batch_sampler)  # epoch 0's order
+    begin_epoch(loader, built, 0)
+    assert [b[0].tolist() for b in loader] == expected
+    begin_epoch(loader, built, 0, skip=1)
+    assert [b[0].tolist() for b in loader] == expected[1:]
 
 
 @pytest.mark.slow

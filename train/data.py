@@ -236,19 +236,20 @@ class ForgeDataset(torch.utils.data.Dataset):
 
 class EpochBatches(torch.utils.data.Sampler):
     """Batches in an order that follows from the seed and the epoch alone (``_batches``), so that a run resumed
-    mid-epoch replays that epoch's order and carries on after the batches it had done. Plain iteration moves on
-    an epoch each time; ``set_epoch`` picks one."""
+    mid-epoch replays that epoch's order and carries on after the batches it had done.
+
+    ``set_epoch`` chooses the epoch; iterating has no side effect, since a DataLoader with workers iterates its
+    sampler twice as it starts them (a sampler that moved on an epoch per iteration skipped its first one there).
+    """
 
     epoch, skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Draw epoch ``epoch``'s order next, less its first ``skip`` batches (a run resumed mid-epoch)."""
+        """Yield epoch ``epoch``'s order, less its first ``skip`` batches (a run resumed mid-epoch)."""
         self.epoch, self.skip = epoch, skip
 
     def __iter__(self):
-        batches, skip = self._batches(), self.skip
-        self.epoch, self.skip = self.epoch + 1, 0
-        return iter(batches[skip:])
+        return iter(self._batches()[self.skip:])
 
     def _batches(self) -> list[list[int]]:
         raise NotImplementedError
@@ -259,7 +260,7 @@ class PersonBatchSampler(EpochBatches):
 
     With random batches a small network first learns "a face is here" (masks cover faces) instead of what changed
     in a face; when a real face and its own forgeries sit in the same batch the only difference left to learn is
-    the manipulation (the same idea as Self-Blended Images' paired batches). People are shuffled each epoch.
+    the manipulation (the same idea as Self-Blended Images' paired batches). People are shuffled anew for each epoch.
     """
 
     def __init__(self, people: list[str], batch_size: int, seed: int = 0, drop_last: bool = True):
