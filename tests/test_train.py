@@ -136,11 +136,20 @@ def test_a_run_stopped_mid_epoch_resumes_where_it_stopped(tmp_path, astronaut, m
     assert (state["epoch"], state["batch"], state["step"]) == (1, 1, 4)
     train_main(common + ["--out", str(tmp_path / "cut"), "--resume"])
 
+    def train_figures(out):  # each epoch's last log row: its training loss and accuracy
+        rows = {row["epoch"]: row for row in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+        return {epoch: {k: v for k, v in row.items() if k.startswith("train_")} for epoch, row in rows.items()}
+
     for run in ("killed", "cut"):
         resumed = final_weights(tmp_path / run)
         assert torch.load(tmp_path / run / "last.pt", weights_only=True)["step"] == 6
         for key, value in straight.items():
             assert torch.allclose(resumed[key].float(), value.float(), atol=1e-6), (run, key)
+        # a resumed epoch's log row covers the batches before the stop too
+        expected, logged = train_figures(tmp_path / "straight"), train_figures(tmp_path / run)
+        assert logged.keys() == expected.keys() == {1, 2}
+        for epoch in expected:
+            assert logged[epoch] == pytest.approx(expected[epoch], rel=1e-5), (run, epoch)
 
 
 def test_forgeries_made_on_the_fly_are_drawn_afresh_each_epoch(tmp_path):

@@ -236,23 +236,28 @@ def _families_present(methods: np.ndarray) -> list[tuple[str, int]]:
 
 
 # -- checkpoints -----------------------------------------------------------------------------------------------------
-def save_state(path: Path, model, optimizer, scheduler, epoch: int, step: int, best: float, batch: int = 0) -> None:
-    """The whole training state: at ``batch`` 0 epoch ``epoch`` is next; otherwise ``batch`` batches of it are done."""
+def save_state(path: Path, model, optimizer, scheduler, epoch: int, step: int, best: float, batch: int = 0,
+               tally: dict | None = None, schedule_steps: int = 0) -> None:
+    """The whole training state: at ``batch`` 0 epoch ``epoch`` is next; otherwise ``batch`` batches of it are done,
+    and ``tally`` holds their running loss sums and accuracy counts, so that a resumed epoch logs all of it."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler else None,
-                "epoch": epoch, "batch": batch, "step": step, "best": best, "config": model.config}, tmp)
+                "scheduler": scheduler.state_dict() if scheduler else None, "schedule_steps": schedule_steps,
+                "epoch": epoch, "batch": batch, "step": step, "best": best, "config": model.config,
+                "tally": tally if batch else None}, tmp)
     tmp.replace(path)
 
 
-def load_state(path: Path, model, optimizer, scheduler) -> tuple[int, int, int, float]:
-    """-> (epoch, batches of it done, step, best validation AUC) as ``save_state`` wrote them."""
+def load_state(path: Path, model, optimizer, scheduler) -> dict:
+    """Load the weights, optimizer and schedule ``save_state`` wrote into those given; -> the rest of its state
+    (``epoch``, ``batch``, ``step``, ``best``, ``tally``, ``schedule_steps``; the last two absent from older saves)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     if scheduler and state.get("scheduler"):
         scheduler.load_state_dict(state["scheduler"])
-    return state["epoch"], state.get("batch", 0), state["step"], state["best"]
+    return {"epoch": state["epoch"], "batch": state.get("batch", 0), "step": state["step"], "best": state["best"],
+            "tally": state.get("tally"), "schedule_steps": state.get("schedule_steps", 0)}
 
 
 def build_model(args) -> ClassNSeg:
@@ -325,15 +330,22 @@ def train(args) -> Path:
                                 weight_decay=args.weight_decay)
     steps_per_epoch = len(loader)
     total = args.epochs * steps_per_epoch if not args.max_steps else min(args.max_steps, args.epochs * steps_per_epoch)
-    scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-                 if args.cosine else None)
-    start_epoch, start_batch, step, best = 0, 0, 0, -1.0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, total)) if args.cosine else None
+    schedule_steps = total if scheduler else 0
+    start_epoch, start_batch, step, best, resumed_tally = 0, 0, 0, -1.0, None
     if args.resume and (args.out / "last.pt").is_file():
-        start_epoch, start_batch, step, best = load_state(args.out / "last.pt", model, optimizer, scheduler)
+        saved = load_state(args.out / "last.pt", model, optimizer, scheduler)
+        start_epoch, start_batch, step, best = saved["epoch"], saved["batch"], saved["step"], saved["best"]
+        resumed_tally = saved["tally"]
         if main_process:
             print(f"resumed from {args.out / 'last.pt'}: epoch {start_epoch + 1}"
                   + (f" after its batch {start_batch}" if start_batch else "")
                   + f", step {step}, best val AUC {best:.4f}")
+            if saved["schedule_steps"] and saved["schedule_steps"] != schedule_steps:
+                print(f"warning: the saved run's cosine spans {saved['schedule_steps']} steps, this one {total}: "
+                      f"the learning rate moves from {optimizer.param_groups[0]['lr']:.2e} to "
+                      f"{scheduler.base_lrs[0] * _cosine(step, total):.2e} (to carry a finished run on, --init it "
+                      f"with a fresh cosine instead)", flush=True)
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=args.reconstruction_weight == 0,  # the reconstruction arm sits idle then
@@ -346,8 +358,9 @@ def train(args) -> Path:
             break
         done = start_batch if epoch == start_epoch else 0  # batches of this epoch a resumed run had done
         begin_epoch(loader, train_set, epoch, skip=done)
-        sums: dict[str, float] = {}
-        seen, correct, t0 = 0, 0, time.time()
+        tally = dict(resumed_tally) if resumed_tally and epoch == start_epoch and done else {}
+        sums: dict[str, float] = dict(tally.get("sums", {}))
+        seen, correct, t0 = tally.get("seen", 0), tally.get("correct", 0), time.time() - tally.get("seconds", 0.0)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps_per_epoch, initial=done,
                    disable=not main_process, dynamic_ncols=True)
         for batch in bar:
@@ -376,7 +389,8 @@ def train(args) -> Path:
             if args.max_steps and step >= args.max_steps:
                 break
             if args.save_every and main_process and step % args.save_every == 0 and done < steps_per_epoch:
-                save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done)
+                save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done,
+                           tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                "train_acc": correct / max(seen, 1), "seconds": round(time.time() - t0, 1),
                **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
@@ -389,7 +403,8 @@ def train(args) -> Path:
                 model.save_pretrained(args.out / "best")
             # an epoch that --max-steps cut short is where a later --resume goes on
             at_epoch, at_batch = (epoch + 1, 0) if done >= steps_per_epoch else (epoch, done)
-            save_state(args.out / "last.pt", model, optimizer, scheduler, at_epoch, step, best, batch=at_batch)
+            save_state(args.out / "last.pt", model, optimizer, scheduler, at_epoch, step, best, batch=at_batch,
+                       tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
             log_fields = _log(args.out, row, log_fields)
             print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                   + (" | best" if improved else ""), flush=True)
@@ -401,6 +416,16 @@ def train(args) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return args.out / "best"
+
+
+def _cosine(step: int, total: int) -> float:
+    """The cosine schedule's learning-rate factor at ``step`` of ``total``."""
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def _tally(sums: dict, seen: int, correct: int, t0: float) -> dict:
+    """An epoch's running training figures so far, as a resumed epoch carries them on."""
+    return {"sums": dict(sums), "seen": seen, "correct": correct, "seconds": time.time() - t0}
 
 
 def make_train_loader(args, train_set, rank: int = 0, world: int = 1, device=torch.device("cpu")) -> DataLoader:
