@@ -341,11 +341,8 @@ def train(args) -> Path:
             print(f"resumed from {args.out / 'last.pt'}: epoch {start_epoch + 1}"
                   + (f" after its batch {start_batch}" if start_batch else "")
                   + f", step {step}, best val AUC {best:.4f}")
-            if saved["schedule_steps"] and saved["schedule_steps"] != schedule_steps:
-                print(f"warning: the saved run's cosine spans {saved['schedule_steps']} steps, this one {total}: "
-                      f"the learning rate moves from {optimizer.param_groups[0]['lr']:.2e} to "
-                      f"{scheduler.base_lrs[0] * _cosine(step, total):.2e} (to carry a finished run on, --init it "
-                      f"with a fresh cosine instead)", flush=True)
+            if saved["schedule_steps"] != schedule_steps:
+                _warn_schedule_change(saved["schedule_steps"], scheduler, total, optimizer)
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=args.reconstruction_weight == 0,  # the reconstruction arm sits idle then
@@ -358,7 +355,7 @@ def train(args) -> Path:
             break
         done = start_batch if epoch == start_epoch else 0  # batches of this epoch a resumed run had done
         begin_epoch(loader, train_set, epoch, skip=done)
-        tally = dict(resumed_tally) if resumed_tally and epoch == start_epoch and done else {}
+        tally = (resumed_tally or {}) if epoch == start_epoch and done else {}
         sums: dict[str, float] = dict(tally.get("sums", {}))
         seen, correct, t0 = tally.get("seen", 0), tally.get("correct", 0), time.time() - tally.get("seconds", 0.0)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps_per_epoch, initial=done,
@@ -421,6 +418,20 @@ def train(args) -> Path:
 def _cosine(step: int, total: int) -> float:
     """The cosine schedule's learning-rate factor at ``step`` of ``total``."""
     return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def _warn_schedule_change(saved_steps: int, scheduler, total: int, optimizer) -> None:
+    """Say how the learning rate jumps when a run is resumed with another schedule than it was saved with."""
+    now = optimizer.param_groups[0]["lr"]  # the saved run's, restored with the optimizer
+    if not saved_steps:
+        change = f"the saved run had no cosine, this one spans {total} steps"
+    elif not scheduler:
+        change = f"the saved run's cosine spans {saved_steps} steps, this one has none"
+    else:
+        change = f"the saved run's cosine spans {saved_steps} steps, this one {total}"
+    after = scheduler.base_lrs[0] * _cosine(scheduler.last_epoch, total) if scheduler else now
+    print(f"warning: {change}: the learning rate moves from {now:.2e} to {after:.2e} (to carry a finished run on, "
+          f"--init it with a fresh cosine instead)", flush=True)
 
 
 def _tally(sums: dict, seen: int, correct: int, t0: float) -> dict:
