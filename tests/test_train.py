@@ -334,3 +334,27 @@ def test_training_from_a_mirroring_checkpoint_scores_single_views(tmp_path):
     args = parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "ckpt")])
     model = build_model(args)
     assert not model.test_time_flip and "test_time_flip" not in model.config
+
+
+@pytest.mark.parametrize(
+    "saved_steps, with_cosine, says, moves",
+    [
+        (4, True, "the saved run's cosine spans 4 steps, this one 5", "from 1.00e-04 to 9.05e-04"),
+        (4, False, "the saved run's cosine spans 4 steps, this one has none", "from 1.00e-04 to 1.00e-04"),
+        (0, True, "the saved run had no cosine, this one spans 5 steps", "from 1.00e-04 to 9.05e-04"),
+    ],
+)
+def test_resuming_with_another_schedule_says_how_the_learning_rate_jumps(saved_steps, with_cosine, says, moves,
+                                                                        capsys):
+    from train.train import _warn_schedule_change
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = None
+    if with_cosine:  # a 5-step cosine at its first step: 1e-3 * 0.5 * (1 + cos(pi / 5))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / 5)))
+        optimizer.step()
+        scheduler.step()
+    optimizer.param_groups[0]["lr"] = 1e-4  # the saved run's rate, as the optimizer's state restores it
+    _warn_schedule_change(saved_steps, scheduler, 5, optimizer)
+    out = capsys.readouterr().out
+    assert says in out and moves in out and "--init" in out
