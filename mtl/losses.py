@@ -3,7 +3,8 @@
 total = activation_weight * activation + gamma * (segmentation + reconstruction_weight * reconstruction)
         + method_weight * method [+ dense_weight * dense] [+ margin_weight * margin]
 
-The paper's recipe: activation_weight = reconstruction_weight = 1, no method head, dense_weight = margin_weight = 0.
+The paper's recipe: activation_weight = reconstruction_weight = 1, no method head, dense_weight = margin_weight = 0,
+and every pixel of the segmentation loss counted alike (edge_weight = 0).
 """
 
 from __future__ import annotations
@@ -60,13 +61,34 @@ def margin_loss(activations: torch.Tensor, labels: torch.Tensor, scale: float = 
     return (weights * per_face).sum() / 2.0
 
 
-def segmentation_loss(seg_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def mask_edges(masks: torch.Tensor, width: int = 4) -> torch.Tensor:
+    """1 on the pixels within ``width`` pixels of a mask's edge (on either side), 0 elsewhere: B x H x W.
+
+    The band where a blended-in region meets the face it was blended into, which is where a blend leaves its
+    traces (Face X-ray's "blending boundary", Li et al., CVPR 2020); all zeros for a real face's empty mask.
+    """
+    m = (masks > 0).float()[:, None]
+    k = 2 * width + 1
+    dilated = F.max_pool2d(m, k, stride=1, padding=width)
+    eroded = -F.max_pool2d(-m, k, stride=1, padding=width)
+    return (dilated - eroded)[:, 0]
+
+
+def segmentation_loss(seg_logits: torch.Tensor, masks: torch.Tensor, edge_weight: float = 0.0,
+                      edge_width: int = 4) -> torch.Tensor:
     """Pixel-wise cross-entropy on the 2-channel mask (target 1 = manipulated).
 
     The authors apply ``nn.CrossEntropyLoss`` to *softmax outputs* (their segmenter ends in a Softmax); we feed
     logits, the standard and better-conditioned form of the same objective.
+
+    ``edge_weight`` > 0 (an extension) counts the pixels near the mask's edge (``mask_edges``) 1 + edge_weight
+    times, so that the decoder, and the encoder's half behind it, must get the blending boundary right rather than
+    the bulk of the region; 0 is the paper's loss.
     """
-    return F.cross_entropy(seg_logits.float(), masks.long())
+    per_pixel = F.cross_entropy(seg_logits.float(), masks.long(), reduction="none")
+    if edge_weight:
+        per_pixel = per_pixel * (1.0 + edge_weight * mask_edges(masks, edge_width))
+    return per_pixel.mean()
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -108,9 +130,10 @@ def multitask_loss(
     reconstruction_weight: float = 1.0,
     margin_weight: float = 0.0,
     activation_weight: float = 1.0,
+    edge_weight: float = 0.0,
 ) -> LossTerms:
     act = activation_loss(out.activations, labels)
-    seg = segmentation_loss(out.seg_logits, masks)
+    seg = segmentation_loss(out.seg_logits, masks, edge_weight)
     zero = act * 0.0
     rec = reconstruction_loss(out.reconstruction, inputs) if out.reconstruction is not None else zero
     meth = (

@@ -9,7 +9,7 @@ from torch import nn
 
 from mtl import ClassNSeg, load_model
 from mtl.fastpath import SubPixelConv, fold_batchnorm, rewrite_transposed_convs
-from mtl.losses import activation_loss, multitask_loss, reconstruction_loss, segmentation_loss
+from mtl.losses import activation_loss, mask_edges, multitask_loss, reconstruction_loss, segmentation_loss
 from mtl.model import FAKE, REAL, gate_latent, half_activations
 
 
@@ -101,6 +101,29 @@ def test_segmentation_and_reconstruction_losses_hand_computed():
     expected = (-torch.log_softmax(torch.tensor([0.0, 2.0]), 0)[1] + torch.log(torch.tensor(2.0))) / 2
     assert segmentation_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
     assert reconstruction_loss(torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)).item() == pytest.approx(1.0)
+
+
+def test_mask_edges_mark_the_band_around_a_masks_edge_and_nothing_on_a_real_face():
+    masks = torch.zeros(2, 9, 9, dtype=torch.long)
+    masks[0, 3:6, 3:6] = 1  # a 3x3 square in the middle of the first mask; the second is a real face's
+    edges = mask_edges(masks, width=1)
+    expected = torch.zeros(9, 9)
+    expected[2:7, 2:7] = 1  # one pixel either side of the edge: the 5x5 around the square...
+    expected[4, 4] = 0  # ...less the centre, more than one pixel inside
+    assert torch.equal(edges[0], expected)
+    assert not edges[1].any()
+
+
+def test_edge_weight_counts_the_pixels_near_the_edge_more():
+    masks = torch.zeros(1, 9, 9, dtype=torch.long)
+    masks[0, 3:6, 3:6] = 1
+    logits = torch.randn(1, 2, 9, 9, generator=torch.Generator().manual_seed(0))
+    per_pixel = torch.nn.functional.cross_entropy(logits, masks, reduction="none")[0]
+    band = mask_edges(masks, width=4)[0]
+    expected = (per_pixel * (1 + 3.0 * band)).mean()
+    assert segmentation_loss(logits, masks, edge_weight=3.0, edge_width=4).item() == pytest.approx(expected.item())
+    assert segmentation_loss(logits, masks, edge_weight=0.0).item() == pytest.approx(per_pixel.mean().item())
+    assert segmentation_loss(logits, masks, edge_weight=3.0).item() > per_pixel.mean().item()
 
 
 def test_multitask_loss_combines_terms(model):

@@ -201,7 +201,8 @@ def test_extension_options_run_and_are_logged(tmp_path, astronaut):
     out = tmp_path / "run"
     train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
                 "--workers", "0", "--no-augment", "--reconstruction-weight", "0", "--margin", "1",
-                "--dense-activation", "1", "--optimizer", "adamw", "--weight-decay", "1e-4", "--by-person"])
+                "--dense-activation", "1", "--optimizer", "adamw", "--weight-decay", "1e-4", "--by-person",
+                "--edge-weight", "4"])
     row = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert row["step"] == 2
     assert row["train_reconstruction"] == 0.0

@@ -79,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="weight of the paper's activation loss (1 = the paper's recipe)")
     p.add_argument("--margin", type=float, default=0.0, metavar="W",
                    help="weight of a class-balanced cross-entropy on the halves' margin (0 = the paper's recipe)")
+    p.add_argument("--edge-weight", type=float, default=0.0, metavar="W",
+                   help="count the segmentation loss's pixels within 4 px of the mask's edge 1+W times, where a blend "
+                        "leaves its traces (Face X-ray's boundary; 0 = the paper's recipe)")
     p.add_argument("--by-person", action="store_true",
                    help="batches of whole people: real faces together with their own forgeries")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the run")
@@ -369,7 +372,8 @@ def train(args) -> Path:
                                        gamma=args.gamma, method_weight=args.method_weight,
                                        dense_weight=args.dense_activation,
                                        reconstruction_weight=args.reconstruction_weight,
-                                       margin_weight=args.margin, activation_weight=args.activation_weight)
+                                       margin_weight=args.margin, activation_weight=args.activation_weight,
+                                       edge_weight=args.edge_weight)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
