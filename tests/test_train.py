@@ -207,6 +207,7 @@ def test_extension_options_run_and_are_logged(tmp_path, astronaut):
     assert row["step"] == 2
     assert row["train_reconstruction"] == 0.0
     assert row["train_margin"] > 0 and row["train_dense"] > 0
+    assert json.loads((out / "args.json").read_text())["edge_weight"] == 4.0
     assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)
 
 

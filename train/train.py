@@ -11,8 +11,9 @@ is on]; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-7, weight decay 5e-4, batch 64;
 *true* label. On CPU the forward/backward runs under bf16 autocast with channels-last tensors where the CPU has
 bf16. Each epoch ends with a validation pass; ``OUT/best`` keeps the checkpoint with the best validation AUC,
 ``OUT/last.pt`` the full training state for ``--resume`` (also every N steps with ``--save-every N``: a run stopped
-mid-epoch resumes there, in the same batch order), ``OUT/log.csv`` and ``OUT/log.jsonl`` the history. Batch order
-follows from the seed and the epoch; data made on the fly (``--faces``) draws fresh forgeries each epoch.
+mid-epoch resumes there, in the same batch order), ``OUT/log.csv`` and ``OUT/log.jsonl`` the history,
+``OUT/args.json`` the options it was started with. Batch order follows from the seed and the epoch; data made on
+the fly (``--faces``) draws fresh forgeries each epoch.
 After training, the probability calibration is fitted on the validation split and written into ``OUT/best``.
 """
 
@@ -316,6 +317,8 @@ def train(args) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    if main_process:  # the options this run was started with, beside its results
+        (args.out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1) + "\n")
 
     train_set, val_set = build_datasets(args)
     loader = make_train_loader(args, train_set, rank, world, device)
