@@ -112,6 +112,9 @@ def test_mask_edges_mark_the_band_around_a_masks_edge_and_nothing_on_a_real_face
     expected[4, 4] = 0  # ...less the centre, more than one pixel inside
     assert torch.equal(edges[0], expected)
     assert not edges[1].any()
+    top = torch.zeros(1, 9, 9, dtype=torch.long)
+    top[0, :2] = 1  # a mask along the crop's border: the border is not an edge, only the mask's lower side is
+    assert mask_edges(top, width=1)[0].sum(1).tolist() == [0, 9, 9, 0, 0, 0, 0, 0, 0]
 
 
 def test_edge_weight_counts_the_pixels_near_the_edge_more():
