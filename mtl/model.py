@@ -140,6 +140,7 @@ class ClassNSeg(
         description: str = "",
         noise_residuals: bool = False,
         test_time_flip: bool = False,
+        deep_stage: bool = False,
     ):
         super().__init__()
         if latent_channels % 2:
@@ -157,7 +158,10 @@ class ClassNSeg(
         # with the same setting, see train.calibrate --test-time-flip)
         self.test_time_flip = bool(test_time_flip)
         in_channels = 3 + (NoiseResiduals.CHANNELS if noise_residuals else 0)
-        self.encoder = build_encoder(encoder, latent_channels, pretrained=pretrained, in_channels=in_channels)
+        # optional (timm encoders): the backbone's stride-32 stage feeds the latent too (mtl.encoders.TimmEncoder)
+        self.deep_stage = bool(deep_stage)
+        self.encoder = build_encoder(encoder, latent_channels, pretrained=pretrained, in_channels=in_channels,
+                                     deep_stage=self.deep_stage)
         self.decoder = YDecoder(latent_channels)
         self.method_head = (
             nn.Sequential(
@@ -187,6 +191,7 @@ class ClassNSeg(
             "description": self.description,
             **({"noise_residuals": True} if self.residuals is not None else {}),
             **({"test_time_flip": True} if self.test_time_flip else {}),
+            **({"deep_stage": True} if self.deep_stage else {}),
         }
 
     def set_calibration(self, scale: float, bias: float, threshold: float | None = None) -> None:

@@ -92,3 +92,31 @@ def test_the_trainer_refuses_pretrained_together_with_init(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--pretrained", "--init", "x"])
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_the_deep_stage_adds_the_stride_32_map_upsampled_into_the_same_latent_grid(tmp_path, fast_path_in_fp32):
+    """``deep_stage``: Lite0 keeps all seven stages; its stride-32 map, repeated 2x2, joins the stride-16 map."""
+    torch.manual_seed(0)
+    model = ClassNSeg(encoder=f"timm/{LITE0}", deep_stage=True, method_head=True).eval()
+    backbone = model.encoder.backbone
+    assert len(backbone.blocks) == 7 and model.encoder.project[0].in_channels == 112 + 320
+    full = timm.create_model(LITE0, features_only=True, out_indices=(3, 4)).eval()
+    full.load_state_dict(backbone.state_dict(), strict=True)
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        fine, coarse = full(x)
+        assert coarse.shape[-2:] == (8, 8)
+        stacked = torch.cat([fine, coarse.repeat_interleave(2, -2).repeat_interleave(2, -1)], 1)
+        latent = model.encoder(x)
+        assert latent.shape == (2, 128, 16, 16)
+        assert torch.allclose(latent, model.encoder.project(stacked), atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"))
+    assert loaded.config["deep_stage"] is True and "deep_stage" not in ClassNSeg().config
+    exact = loaded.predict(x, "fp32")
+    assert torch.equal(exact.activations, model.predict(x, "fp32").activations)
+    fast = fast_path_in_fp32(loaded, x)
+    assert torch.allclose(fast.activations, exact.activations, rtol=1e-3, atol=1e-5)
+    assert torch.allclose(fast.mask, exact.mask, atol=1e-3)
+    with pytest.raises(ValueError, match="needs a timm encoder"):
+        ClassNSeg(encoder="classnseg", deep_stage=True)

