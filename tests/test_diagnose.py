@@ -1,12 +1,14 @@
 """train.diagnose: degradations and forgery visibility on a tiny dataset made here."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from mtl import ClassNSeg
 from train import diagnose as D
 from train import evaluate as E
 from train import metrics as M
@@ -294,3 +296,53 @@ def test_readout_of_every_cell_is_the_models_own_evidence(built, capsys):
     assert d == pytest.approx(top["auc"]["all"] - paper["auc"]["all"]) and lo <= hi
     D.main(["readout", "--data", str(root), "--split", "test", "--model", str(root / "ckpt")])
     assert "the fake half's strongest 64" in capsys.readouterr().out
+
+
+def test_fit_logistic_separates_a_linear_rule_and_its_penalty_shrinks_the_weights():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] - 2 * x[:, 2] > 0).astype(float)  # the middle column is noise
+    logits = D.fit_logistic(x, y, l2=1e-4)(x)
+    assert M.roc_auc(y, logits) > 0.999
+    strong = D.fit_logistic(x, y, l2=10.0)(x)
+    assert np.ptp(strong) < np.ptp(logits) / 5  # a heavy penalty flattens the logits
+    assert M.roc_auc(y, strong) > 0.99  # but keeps the direction
+
+
+def test_probe_features_hold_the_paper_evidence_and_a_timm_backbone_s_stages(built):
+    root, model = built
+    data = E.open_split(root, "test")
+    f = D.pooled_features(model, data)
+    n, width = 10, model.latent_channels
+    assert f["latent"].shape == (n, 3 * width) and "stages" not in f  # the paper's encoder has no timm stages
+    own = D.evidence(E.collect(model, data, precision="fp32"))
+    means = f["latent"][:, :width]
+    assert means[:, : width // 2].mean(1) - means[:, width // 2:].mean(1) == pytest.approx(own, abs=1e-5)
+    assert f["evidence"] == pytest.approx(own, abs=1e-5)
+
+    pytest.importorskip("timm")
+    lite = ClassNSeg(encoder="timm/tf_efficientnet_lite0", latent_channels=16).eval()
+    g = D.pooled_features(lite, data)
+    # five stages to stride 16: 16 + 24 + 40 + 80 + 112 channels, three statistics each
+    assert g["stages"].shape == (n, 3 * (16 + 24 + 40 + 80 + 112))
+    assert not lite.encoder.backbone.blocks[0]._forward_hooks  # the hooks are removed afterwards
+
+
+def test_probe_cli_scores_each_probe_beside_the_paper(built, tmp_path, capsys):
+    root, model = built
+    out = tmp_path / "probe.json"
+    D.main(["probe", "--data", str(root), "--split", "test", "--fit-split", "test", "--model", str(root / "ckpt"),
+            "--json", str(out)])
+    text = capsys.readouterr().out
+    assert "probes fitted on 10 crops" in text and "probe: latent" in text
+    r = json.loads(out.read_text())
+    paper, latent = r["rows"]
+    assert paper["readout"] == D.PAPER_READOUT and latent["readout"] == "probe: latent"
+    assert paper["auc"]["all"] == pytest.approx(M.roc_auc(*_labels_and_evidence(root, model)))
+    d, lo, hi = latent["diff"]["all"]
+    assert d == pytest.approx(latent["auc"]["all"] - paper["auc"]["all"]) and lo <= hi
+
+
+def _labels_and_evidence(root, model):
+    s = E.collect(model, E.open_split(root, "test"), precision="fp32")
+    return s["label"] == 0, D.evidence(s)

@@ -16,6 +16,12 @@ crops with one ingredient at a time (a colour change, a frequency change, a slig
 all three, and all three on a part of the face only; each variant's AUC against the same real crops. Both sides get
 one more JPEG round trip, as ``train.build_dataset`` gives every crop.
 
+``probe``: whether the encoder holds evidence that the paper's read-out leaves unused. Logistic regressions (linear
+probes) are fitted, on ``--fit-split`` (default train), to each face's channel statistics (mean, standard deviation
+and maximum over the grid) of the latent and, for a timm encoder, of every backbone stage; then scored on ``--split``
+beside the paper's read-out. A family that a probe catches far better than the read-out is one the network sees
+but does not report; one that no probe catches is one the encoder does not see.
+
 ``ensemble``: several checkpoints scored together. Each model's evidence (its activation difference, a_fake -
 a_real) is put in units of its spread over a reference split (``--reference-split``, default val), so that models with
 different activation scales weigh alike, and the average is scored beside each model alone. If checkpoints trained
@@ -38,6 +44,7 @@ threshold (a stricter threshold lowers both the alarms and the detections); at m
     python -m train.diagnose ensemble --data data/forge-v1 --split test --model checkpoints/regnetx-forge \
         --model checkpoints/classnseg-forge
     python -m train.diagnose readout --data data/forge-v2 --split val --model checkpoints/lite0-forge
+    python -m train.diagnose probe --data data/forge-v2 --split test --fit-limit 3600 --model checkpoints/lite0-forge
 """
 
 from __future__ import annotations
@@ -368,30 +375,111 @@ def readouts(model, data: ManifestFrames, cells=READOUT_CELLS, n_boot: int = 100
     diluted, a read-out of the strongest cells catches them; the "small masks" column (self-blends under
     ``SMALL_MASK`` of the crop) says whether it does.
     """
+    c = cell_activations(model, data)
+    people = np.array([r.get("person", "") for r in data.rows])
+    table = against_the_paper(readout_scores(c["fake"], c["real"], cells), c["label"] == 0, c["family"], c["area"],
+                              people, n_boot)
+    return {"crops": len(data), "cells": int(c["fake"].shape[1]), **table}
+
+
+def against_the_paper(scores: dict[str, np.ndarray], fake: np.ndarray, family: np.ndarray, area: np.ndarray,
+                      people: np.ndarray, n_boot: int = 1000) -> dict:
+    """Per-family AUC of each score (the first is the paper's read-out), and each other score's difference from it
+    with a 95% interval resampling people; a column for self-blends under ``SMALL_MASK`` of the crop."""
     from train.compare import person_bootstrap_difference
 
-    c = cell_activations(model, data)
-    fake = c["label"] == 0
-    people = np.array([r.get("person", "") for r in data.rows])
-    groups = [("all", fake)] + [(f, fake & (c["family"] == f)) for f in FAMILIES]
+    groups = [("all", fake)] + [(f, fake & (family == f)) for f in FAMILIES]
     groups.append((f"selfblend, mask under {100 * SMALL_MASK:.0f}%",
-                   fake & (c["family"] == "selfblend") & (c["area"] < SMALL_MASK)))
+                   fake & (family == "selfblend") & (area < SMALL_MASK)))
     groups = [(g, sel) for g, sel in groups if sel.any()]
-    scores = readout_scores(c["fake"], c["real"], cells)
-    base = scores[PAPER_READOUT]
+    base = next(iter(scores.values()))
     rows = []
     for name, score in scores.items():
         row = {"readout": name, "auc": {}, "diff": {}}
         for g, sel in groups:
             keep = sel | ~fake
             row["auc"][g] = M.roc_auc(fake[keep], score[keep]) if (~fake).any() else float("nan")
-            if name != PAPER_READOUT:
+            if rows:
                 lo, hi = person_bootstrap_difference(fake[keep].astype(np.int64), base[keep], score[keep],
                                                      people[keep], n_boot=n_boot)
                 row["diff"][g] = [row["auc"][g] - rows[0]["auc"][g], lo, hi]
         rows.append(row)
-    return {"crops": len(data), "cells": int(c["fake"].shape[1]), "groups": {g: int(s.sum()) for g, s in groups},
-            "rows": rows}
+    return {"groups": {g: int(s.sum()) for g, s in groups}, "rows": rows}
+
+
+def pooled_features(model, data: ManifestFrames, batch_size: int = 32) -> dict:
+    """Per face (the exact network, fp32), each channel's mean, standard deviation and maximum over the grid: of the
+    latent's absolute value ("latent", N x 3C, the means first, so the paper's evidence is a linear function of them)
+    and, when the encoder has a timm backbone with ``blocks``, of every stage's output ("stages"); with "evidence"
+    (the paper's: the fake half's mean minus the real half's), "label" (1 = real), "family", "area"."""
+    import torch
+
+    def stats(t):
+        t = t.float().flatten(2)
+        return torch.cat([t.mean(2), t.std(2), t.amax(2)], 1)
+
+    outputs = {}
+    blocks = getattr(getattr(model.encoder, "backbone", None), "blocks", None)
+    hooks = [] if blocks is None else [
+        block.register_forward_hook(lambda mod, inp, out, i=i: outputs.__setitem__(i, out)) for i, block in
+        enumerate(blocks)]
+    out = {k: [] for k in ("latent", "stages", "evidence", "label", "family", "area")}
+    model.eval()
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                latent = model.encoder(model.encoder_input(batch["image"].float())).abs()
+                half = latent.shape[1] // 2
+                out["latent"].append(stats(latent).numpy())
+                out["evidence"].append((latent[:, :half].mean((1, 2, 3)) - latent[:, half:].mean((1, 2, 3))).numpy())
+                if outputs:
+                    out["stages"].append(torch.cat([stats(outputs[i]) for i in sorted(outputs)], 1).numpy())
+                out["label"].append(batch["label"].reshape(-1).numpy())
+                out["family"].extend(batch["family"])
+                out["area"].append(batch["mask"].float().mean(dim=(1, 2)).numpy())
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: np.asarray(v) if k == "family" else np.concatenate(v) for k, v in out.items() if len(v)}
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2):
+    """A logistic regression of ``y`` (1 = fake) on standardised ``x`` (L2 penalty ``l2`` on the weights, L-BFGS in
+    float64); returns the function that gives new rows' logits."""
+    import torch
+
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xt = torch.tensor((x - mu) / sd, dtype=torch.float64)
+    yt = torch.tensor(y, dtype=torch.float64)
+    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w[:-1] + w[-1], yt) + l2 * w[:-1].square().sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    weights = w.detach().numpy()
+    return lambda rows: ((rows - mu) / sd) @ weights[:-1] + weights[-1]
+
+
+def probes(model, fit_data: ManifestFrames, data: ManifestFrames, l2: float = 1e-2, n_boot: int = 1000) -> dict:
+    """Linear probes fitted on ``fit_data`` (real against every family) to the latent's and the stages' pooled
+    statistics (``pooled_features``), scored on ``data`` beside the paper's read-out (``against_the_paper``)."""
+    fit, f = pooled_features(model, fit_data), pooled_features(model, data)
+    sets = {"latent": ["latent"]} | ({"stages": ["stages"], "stages and latent": ["stages", "latent"]}
+                                     if "stages" in f else {})
+    scores = {PAPER_READOUT: f["evidence"]}
+    for name, keys in sets.items():
+        probe = fit_logistic(np.hstack([fit[k] for k in keys]), (fit["label"] == 0).astype(float), l2)
+        scores[f"probe: {name}"] = probe(np.hstack([f[k] for k in keys]))
+    people = np.array([r.get("person", "") for r in data.rows])
+    table = against_the_paper(scores, f["label"] == 0, f["family"], f["area"], people, n_boot)
+    return {"crops": len(data), "fit_crops": len(fit_data), "features": {k: int(f[k].shape[1]) for k in
+            ("latent", "stages") if k in f}, "l2": l2, **table}
 
 
 # --- command line --------------------------------------------------------------------------------------------------
@@ -443,7 +531,8 @@ def format_tradeoff(t: dict) -> str:
 
 def format_readouts(r: dict) -> str:
     groups = list(r["groups"])
-    lines = [f"AUC on {r['crops']} crops ({r['cells']} latent cells); fakes per column: "
+    lines = [f"AUC on {r['crops']} crops" + (f" ({r['cells']} latent cells)" if "cells" in r else "")
+             + "; fakes per column: "
              + ", ".join(f"{g} {n}" for g, n in r["groups"].items()),
              f"{'read-out':32s} " + " ".join(f"{g[:24]:>24s}" for g in groups)]
     for row in r["rows"]:
@@ -452,6 +541,12 @@ def format_readouts(r: dict) -> str:
             cells = [f"{d:+.4f} ({lo:+.4f},{hi:+.4f})" for d, lo, hi in (row["diff"][g] for g in groups)]
             lines.append(f"{'  minus the paper, 95% by person':32s} " + " ".join(f"{c:>24s}" for c in cells))
     return "\n".join(lines)
+
+
+def format_probes(r: dict) -> str:
+    head = (f"probes fitted on {r['fit_crops']} crops (L2 {r['l2']:g}; features: "
+            + ", ".join(f"{k} {n}" for k, n in r["features"].items()) + "), scored on:")
+    return head + "\n" + format_readouts(r)
 
 
 def format_ensemble(e: dict) -> str:
@@ -465,13 +560,16 @@ def format_ensemble(e: dict) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.diagnose", description=__doc__.split("\n\n")[0])
-    p.add_argument("analysis", choices=["degradations", "visibility", "selfblend", "tradeoff", "ensemble", "readout"])
+    p.add_argument("analysis",
+                   choices=["degradations", "visibility", "selfblend", "tradeoff", "ensemble", "readout", "probe"])
     p.add_argument("--data", type=Path, required=True, help="a dataset root with manifest.csv")
     p.add_argument("--split", default="val")
     p.add_argument("--model", action="append", required=True,
                    help="checkpoint directory or Hub id (ensemble: repeat it, one per model)")
     p.add_argument("--reference-split", default="val", help="ensemble: the split that standardizes each model")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many rows")
+    p.add_argument("--fit-split", default="train", help="probe: the split its regressions are fitted on")
+    p.add_argument("--fit-limit", type=int, default=None, help="probe: a seeded random subset of the fit split")
     p.add_argument("--only", action="append", choices=list(DEGRADATIONS), help="degradations: run only these")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="default: bf16, except tradeoff, selfblend and ensemble (fp32, as train.evaluate)")
@@ -507,6 +605,9 @@ def main(argv=None) -> None:
     elif args.analysis == "readout":
         result = readouts(model, data)
         print(format_readouts(result))
+    elif args.analysis == "probe":
+        result = probes(model, open_split(args.data, args.fit_split, limit=args.fit_limit), data)
+        print(format_probes(result))
     elif args.analysis == "degradations":
         result = degradations(model, data, args.only, args.precision or "bf16")
         print(format_degradations(result))
