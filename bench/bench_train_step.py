@@ -1,11 +1,13 @@
 """Training-step time of the paper's encoder against timm backbones (from scratch), on this machine.
 
     python bench/bench_train_step.py [--encoders classnseg timm/resnet18 ...] [--batch 16] [--threads 2] [--reps 5]
+    python bench/bench_train_step.py --encoders timm/tf_efficientnet_lite0 timm/tf_efficientnet_lite0+deep
 
 One step = forward (decoder fed the true label's half), the loss as train.train computes it, backward and an AdamW
 update, under bf16 autocast with channels-last tensors where the CPU has bf16 (as train.train runs). Prints each
 encoder's parameter count, the median step time, faces per second and the ratio against the first encoder in the list,
-all measured in this run. ``--reconstruction`` also runs the reconstruction arm (the paper's recipe).
+all measured in this run. ``--reconstruction`` also runs the reconstruction arm (the paper's recipe). A ``+deep``
+suffix keeps a timm backbone's stride-32 stage (``train.train --deep-stage``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ DEFAULT_ENCODERS = ["classnseg", "timm/resnet18", "timm/mobilenetv3_large_100", 
 
 def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> tuple[float, int]:
     torch.manual_seed(0)
-    model = ClassNSeg(encoder=encoder).to(memory_format=torch.channels_last).train()
+    name, deep = encoder.removesuffix("+deep"), encoder.endswith("+deep")
+    model = ClassNSeg(encoder=name, deep_stage=deep).to(memory_format=torch.channels_last).train()
     params = sum(p.numel() for p in model.encoder.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 3, 256, 256).contiguous(memory_format=torch.channels_last)
