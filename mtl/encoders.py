@@ -122,9 +122,9 @@ def _classnseg(latent_channels: int = 128, pretrained: bool = False, in_channels
 
 
 def _drop_blocks_after_feature(backbone: nn.Module) -> None:
-    """timm's EfficientNet-family feature extractors keep (and run) every block, even those after the one feature
-    asked for; drop those (a stride-16 latent never needs the stride-32 stages). Other timm models already stop
-    at their last feature."""
+    """timm's EfficientNet-family feature extractors keep (and run) every block, even those after the last feature
+    asked for; drop those (a stride-16 latent never needs the stride-32 stages, unless ``deep_stage`` asks for their
+    map). Other timm models already stop at their last feature."""
     blocks = getattr(backbone, "blocks", None)
     last = backbone.feature_info.module_name()[-1]
     if isinstance(blocks, nn.Sequential) and last.startswith("blocks."):
