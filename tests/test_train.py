@@ -299,6 +299,15 @@ def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path
                                    "selfblend=2"]))
 
 
+def _assert_same_outputs(plain, widened) -> torch.Tensor:
+    """A widened model (new inputs at zero weight) gives its start's latent and mask exactly; returns the input."""
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        a, b = plain(x), widened(x)
+    assert torch.equal(a.latent, b.latent) and torch.equal(a.seg_logits, b.seg_logits)
+    return x
+
+
 def test_noise_residuals_added_to_a_checkpoint_start_from_its_outputs_and_can_learn():
     from mtl.model import ClassNSeg
     from train.train import with_noise_residuals
@@ -307,10 +316,7 @@ def test_noise_residuals_added_to_a_checkpoint_start_from_its_outputs_and_can_le
     plain = ClassNSeg(encoder="classnseg", latent_channels=32, method_head=True, name="plain").eval()
     wide = with_noise_residuals(plain).eval()
     assert wide.config == dict(plain.config, noise_residuals=True)
-    x = torch.randn(2, 3, 256, 256)
-    with torch.no_grad():
-        a, b = plain(x), wide(x)
-    assert torch.equal(a.latent, b.latent) and torch.equal(a.seg_logits, b.seg_logits)
+    x = _assert_same_outputs(plain, wide)
     first = wide.encoder.layers[0]
     assert first.weight.shape[1] == 12 and torch.equal(first.weight[:, :3], plain.encoder.layers[0].weight)
     assert first.weight[:, 3:].abs().sum() == 0
@@ -343,10 +349,7 @@ def test_a_lite0_checkpoint_gains_the_deep_stage_from_imagenet_and_starts_from_i
                        "--deep-stage"])
     deep = build_model(args).eval()
     assert deep.config == dict(plain.config, deep_stage=True)
-    x = torch.randn(2, 3, 256, 256)
-    with torch.no_grad():
-        a, b = plain(x), deep(x)
-    assert torch.equal(a.latent, b.latent) and torch.equal(a.seg_logits, b.seg_logits)
+    x = _assert_same_outputs(plain, deep)
     imagenet = wheel_state_dict("tf_efficientnet_lite0")
     stage = deep.encoder.backbone.blocks[6][0].conv_pw.weight
     assert torch.equal(stage, imagenet["blocks.6.0.conv_pw.weight"])

@@ -308,12 +308,16 @@ def with_noise_residuals(model: ClassNSeg) -> ClassNSeg:
     name, first = next((n, m) for n, m in fresh.encoder.named_modules() if isinstance(m, torch.nn.Conv2d))
     key = f"encoder.{name}.weight"
     state = model.state_dict()
-    old = state[key]
-    widened = torch.zeros_like(first.weight)
-    widened[:, : old.shape[1]] = old
-    state[key] = widened
+    state[key] = _widened_with_zeros(state[key], first.weight)
     fresh.load_state_dict(state, strict=True)
     return fresh
+
+
+def _widened_with_zeros(old: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A convolution's weight ``old`` given the input channels of ``like``: the new ones after it, at zero weight."""
+    widened = torch.zeros_like(like)
+    widened[:, : old.shape[1]] = old
+    return widened
 
 
 def with_deep_stage(model: ClassNSeg) -> ClassNSeg:
@@ -338,9 +342,7 @@ def with_deep_stage(model: ClassNSeg) -> ClassNSeg:
         else:
             state[key] = own[key]  # timm's own initialisation (no ImageNet weights offline for this backbone)
     key = "encoder.project.0.weight"
-    old, widened = state[key], torch.zeros_like(own[key])
-    widened[:, : old.shape[1]] = old
-    state[key] = widened
+    state[key] = _widened_with_zeros(state[key], own[key])
     fresh.load_state_dict(state, strict=True)
     print(f"deep stage added: {'ImageNet' if imagenet else 'freshly initialised'} weights for "
           f"{len(own) - len(model.state_dict())} new tensors", flush=True)
