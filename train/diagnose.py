@@ -414,6 +414,8 @@ def pooled_features(model, data: ManifestFrames, batch_size: int = 32) -> dict:
     (the paper's: the fake half's mean minus the real half's), "label" (1 = real), "family", "area"."""
     import torch
 
+    from mtl.model import half_activations
+
     def stats(t):
         t = t.float().flatten(2)
         return torch.cat([t.mean(2), t.std(2), t.amax(2)], 1)
@@ -430,9 +432,9 @@ def pooled_features(model, data: ManifestFrames, batch_size: int = 32) -> dict:
         with torch.inference_mode():
             for batch in loader:
                 latent = model.encoder(model.encoder_input(batch["image"].float())).abs()
-                half = latent.shape[1] // 2
                 out["latent"].append(stats(latent).numpy())
-                out["evidence"].append((latent[:, :half].mean((1, 2, 3)) - latent[:, half:].mean((1, 2, 3))).numpy())
+                halves = half_activations(latent)
+                out["evidence"].append((halves[:, 0] - halves[:, 1]).numpy())
                 if outputs:
                     out["stages"].append(torch.cat([stats(outputs[i]) for i in sorted(outputs)], 1).numpy())
                 out["label"].append(batch["label"].reshape(-1).numpy())
@@ -457,7 +459,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2):
 
     def loss():
         opt.zero_grad()
-        value = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w[:-1] + w[-1], yt) + l2 * w[:-1].square().sum()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w[:-1] + w[-1], yt)
+        value = value + l2 * w[:-1].square().sum()
         value.backward()
         return value
 
