@@ -397,3 +397,42 @@ def test_resuming_with_another_schedule_says_how_the_learning_rate_jumps(saved_s
     _warn_schedule_change(saved_steps, scheduler, 5, optimizer)
     out = capsys.readouterr().out
     assert says in out and moves in out and "--init" in out
+
+
+def test_paired_augmentation_gives_a_photo_and_its_forgeries_one_draw_per_epoch(tmp_path, astronaut):
+    from train.data import ManifestDataset, PairedAugmentDataset, source_photo
+    from train.train import build_datasets, oversample, parse_args
+
+    (tmp_path / "images").mkdir()
+    crops = {"a": astronaut[0:300, 100:400], "b": astronaut[100:400, 150:450]}
+    rows = []
+    for photo, crop in crops.items():  # build_dataset's names; each "forgery" a byte copy of its real crop
+        img = Image.fromarray(crop).resize((256, 256))
+        for k, family in enumerate(["real", "selfblend", "reenact"]):
+            img.save(tmp_path / "images" / f"{photo}_{k}_{family}.png")
+            rows.append(dict(image=f"images/{photo}_{k}_{family}.png", mask="", label="real" if k == 0 else "fake",
+                             method="" if k == 0 else family, person=photo, split="train"))
+    assert {source_photo(r) for r in rows} == {"images/a", "images/b"}
+    assert source_photo(dict(image="frames/x.jpg")) == "frames/x.jpg"  # named otherwise: its own source
+
+    rows = oversample(rows, {"selfblend": 2})  # a_0_real a_1_selfblend a_1_selfblend a_2_reenact, then b's
+    paired = PairedAugmentDataset(tmp_path, "train", augment=True, h264=0.5, rows=rows)
+    items = [paired[i]["image"] for i in range(len(rows))]
+    assert torch.equal(items[0], items[1]) and torch.equal(items[0], items[3])  # a's real and forgeries alike
+    assert not torch.equal(items[1], items[2])  # the oversampled copy is augmented afresh
+    assert torch.equal(items[4], items[7]) and not torch.equal(items[0], items[4])  # b: its own draw
+    assert torch.equal(paired[0]["image"], items[0])  # the same draw within the epoch
+    paired.set_epoch(1)
+    assert torch.equal(paired[0]["image"], paired[1]["image"]) and not torch.equal(paired[0]["image"], items[0])
+
+    independent = ManifestDataset(tmp_path, "train", augment=True, rows=rows)
+    assert not torch.equal(independent[0]["image"], independent[1]["image"])
+
+    with open(tmp_path / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows + [dict(r, split="val") for r in rows])
+    args = parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment"])
+    assert isinstance(build_datasets(args)[0], PairedAugmentDataset)
+    with pytest.raises(SystemExit, match="--paired-augment"):
+        build_datasets(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment"]))

@@ -12,13 +12,15 @@ real faces. Items are dicts:
 Training augmentation is applied identically to reals and fakes (and geometrically to the mask), so that no
 augmentation can become the label: horizontal flip, a small scale/shift of the crop, colour jitter, lost
 resolution, blur, black margins, and a random JPEG re-compression (quality 40-95) or, with ``h264`` > 0, sometimes
-an H.264 round trip instead (what a face in a video goes through).
+an H.264 round trip instead (what a face in a video goes through). ``PairedAugmentDataset`` gives a photo's real crop
+and its forgeries one and the same augmentation in an epoch, so that they differ only by the manipulation.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import av
@@ -34,6 +36,16 @@ from mtl.preprocess import to_model_input
 cv2.setNumThreads(1)
 
 _FAMILY_INDEX = {name: i for i, name in enumerate(FAMILIES)}
+_BUILT = re.compile(r"^(?P<photo>.+)_(?P<k>\d+)_(?P<kind>[a-z]+)$")
+
+
+def source_photo(row: dict) -> str:
+    """The photo a crop of ``train.build_dataset`` was made from: its folder and ``<photo>`` in
+    ``<photo>_<k>_<family>``, shared by the photo's real crop (k 0) and its forgeries; a crop named otherwise is its
+    own source."""
+    image = Path(row["image"])
+    m = _BUILT.match(image.stem)
+    return f"{image.parent}/{m['photo']}" if m else str(image)
 
 
 def read_manifest(root: str | Path, split: str | None = None) -> list[dict]:
@@ -166,11 +178,44 @@ class ManifestDataset(torch.utils.data.Dataset):
         row = self.rows[index]
         rgb, mask = self._read(row)
         if self.augment:
-            rng = np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
-            rgb, mask = augment_pair(rgb, mask, rng, h264=self.h264)
+            rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264)
         label = 1 if row["label"] == "real" else 0
         method = _FAMILY_INDEX.get(row["method"], -1) if label == 0 else -1
         return _item(rgb, mask, label, method)
+
+    def _augment_rng(self, index: int) -> np.random.Generator:
+        """Fresh draws for every item and epoch (the loader's worker seed changes each epoch)."""
+        return np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
+
+
+class PairedAugmentDataset(ManifestDataset):
+    """A ``ManifestDataset`` whose augmentation is drawn per source photo (``source_photo``) and epoch, not per item.
+
+    A photo's real crop and its forgeries then get the same flip, geometry, colour jitter, blur and compression, so
+    within a ``--by-person`` batch the pair differs only by the manipulation, as in Self-Blended Images (Shiohara and
+    Yamasaki, CVPR 2022), where the blend is made from the already augmented source. With independent draws a
+    brightness jitter of up to 20 grey levels dwarfs a self-blend's typical change of 4-8. A row repeated by
+    ``--oversample`` draws its own augmentation for each copy after the first. ``set_epoch`` (called by the trainer,
+    which then starts the loader's workers afresh each epoch) changes every draw.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+        photos: dict[str, int] = {}
+        seen: dict[str, int] = {}
+        self.keys = []
+        for row in self.rows:
+            photo = photos.setdefault(source_photo(row), len(photos))
+            copy = seen[row["image"]] = seen.get(row["image"], -1) + 1
+            self.keys.append((photo, copy))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _augment_rng(self, index: int) -> np.random.Generator:
+        photo, copy = self.keys[index]
+        return np.random.default_rng([self.seed, self.epoch, photo, copy])
 
 
 class ForgeDataset(torch.utils.data.Dataset):
@@ -228,8 +273,7 @@ class ForgeDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         rgb, mask, family = self._sample(index)
         if self.augment:
-            rng = np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
-            rgb, mask = augment_pair(rgb, mask, rng, h264=self.h264)
+            rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264)
         label = 1 if family is None else 0
         return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
 

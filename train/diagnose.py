@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import zlib
 from pathlib import Path
 
@@ -60,7 +59,8 @@ import numpy as np
 
 from mtl.constants import FAMILIES
 from train import metrics as M
-from train.data import augment_pair, h264_round_trip, jpeg_round_trip, read_manifest, scale_round_trip
+from train.data import (augment_pair, h264_round_trip, jpeg_round_trip, read_manifest, scale_round_trip,
+                        source_photo)
 from train.evaluate import ManifestFrames, collect, evaluate_real_videos, open_split
 
 VISIBILITY_BINS = [(0, 2), (2, 4), (4, 8), (8, 16), (16, 256)]
@@ -132,25 +132,13 @@ def degradations(model, data: ManifestFrames, names=None, precision: str = "bf16
 
 
 # --- visibility ----------------------------------------------------------------------------------------------------
-_BUILT = re.compile(r"^(?P<photo>.+)_(?P<k>\d+)_(?P<kind>[a-z]+)$")
-
-
 def real_twins(rows: list[dict], candidates: list[dict] | None = None) -> dict[str, str]:
     """For each forgery built by ``train.build_dataset`` (``<photo>_<k>_<family>``) in ``rows``, the image of its
     photo's real crop (``<photo>_0_real``), looked up among ``candidates`` (default: ``rows``)."""
-    real_of = {}
-    for r in rows if candidates is None else candidates:
-        m = _BUILT.match(Path(r["image"]).stem)
-        if m and r["label"] == "real":
-            real_of[(str(Path(r["image"]).parent), m["photo"])] = r["image"]
-    twins = {}
-    for r in rows:
-        m = _BUILT.match(Path(r["image"]).stem)
-        if m and r["label"] == "fake":
-            twin = real_of.get((str(Path(r["image"]).parent), m["photo"]))
-            if twin:
-                twins[r["image"]] = twin
-    return twins
+    real_of = {source_photo(r): r["image"] for r in (rows if candidates is None else candidates)
+               if r["label"] == "real"}
+    return {r["image"]: real_of[source_photo(r)] for r in rows
+            if r["label"] == "fake" and source_photo(r) in real_of}
 
 
 def visibility(root: Path, rows: list[dict]) -> np.ndarray:

@@ -103,6 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--oversample", action="append", default=[], metavar="FAMILY=K",
                    help="repeat the training fakes of a family K times per epoch, 0 to leave them out "
                         "(repeatable; --data sets only)")
+    p.add_argument("--paired-augment", action="store_true",
+                   help="a photo's real crop and its forgeries get the same augmentation each epoch, so they differ "
+                        "only by the manipulation (as Self-Blended Images' pairs; needs --data)")
     p.add_argument("--h264", type=float, default=0.0, metavar="P",
                    help="augmentation: the share of training crops sent through an H.264 round trip (crf 18-38) "
                         "instead of the JPEG step, as faces in videos are (default 0)")
@@ -165,16 +168,19 @@ def oversample(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
 
 
 def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-    from .data import ManifestDataset, read_manifest
+    from .data import ManifestDataset, PairedAugmentDataset, read_manifest
 
     repeats = parse_oversample(args.oversample)
+    if args.paired_augment and not args.data:
+        raise SystemExit("--paired-augment pairs the crops of a built dataset: give --data")
+    train_class = PairedAugmentDataset if args.paired_augment else ManifestDataset
     if repeats and not args.data:
         raise SystemExit("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with "
                          "--faces are drawn afresh every epoch)")
     train_sets, val_sets = [], []
     for root in args.data:
         rows = oversample(read_manifest(root, "train"), repeats)
-        train_sets.append(ManifestDataset(root, "train", augment=not args.no_augment, h264=args.h264, rows=rows))
+        train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264, rows=rows))
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
