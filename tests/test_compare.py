@@ -131,6 +131,13 @@ def test_scores_file_from_evaluate_and_compare_cli(tmp_path, random_checkpoint, 
     other.write_text("\n".join(lines[:-1]) + "\n")  # one image short
     with pytest.raises(SystemExit):
         C.main([str(scores), str(other)])
+    # --name gives each --model its column, in order (a model without one keeps its folder's name)
+    named = tmp_path / "named.csv"
+    assert E.main(["--data", str(root), "--split", "test", "--model", str(ckpt), "--model", str(ckpt),
+                   "--name", "shipped", "--scores", str(named)]) == 0
+    assert list(C.read_scores(named)["models"]) == ["shipped", "ckpt"]
+    with pytest.raises(SystemExit, match="one name per model"):
+        E.main(["--data", str(root), "--model", str(ckpt), "--name", "a", "--name", "b"])
 
 
 def _videos_result(model, threshold, frames_by_clip):

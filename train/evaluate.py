@@ -3,6 +3,7 @@
     python -m train.evaluate --data ROOT --split test --model SPEC [--model SPEC2 ...]
                              [--authors ENC.pt DEC.pt --authors-name NAME ...] [--json out.json] [--limit N]
                              [--scores scores.csv]     # every image's p_fake per model, for python -m train.compare
+                             [--name NAME ...]         # one per --model: its column and row name
     python -m train.evaluate --images DIR_OR_FILES ... --model SPEC      # real images: false-positive rate
     python -m train.evaluate --pair --authors ENC.pt DEC.pt --authors-name NAME   # the authors' two test crops
 
@@ -415,14 +416,20 @@ def evaluate_real_videos(model, specs, every: int = 10) -> dict:
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------------
-def load_models(specs, authors, authors_names, device: str = "cpu") -> list:
+def load_models(specs, authors, authors_names, device: str = "cpu", names=None) -> list:
+    """The models of ``--model`` (named by ``names`` in order, else by their folder) and of ``--authors``."""
     from mtl import load_model
     from mtl.convert import convert_authors_checkpoint
 
+    if len(names or []) > len(specs or []):
+        raise SystemExit(f"{len(names)} --name for {len(specs or [])} --model: give one name per model, in order")
     models = []
-    for spec in specs or []:
+    for i, spec in enumerate(specs or []):
         m = load_model(None if spec == "default" else spec, device=device)
-        m.name = Path(spec.rstrip("/")).name if spec != "default" else (m.name or "default")
+        if names and i < len(names):
+            m.name = names[i]
+        else:
+            m.name = Path(spec.rstrip("/")).name if spec != "default" else (m.name or "default")
         models.append(m)
     names = list(authors_names or [])
     for i, (enc, dec) in enumerate(authors or []):
@@ -441,6 +448,8 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--model", action="append", default=[], metavar="SPEC",
                    help="checkpoint dir, Hub id, or 'default' (repeatable); without any model, the shipped default")
+    p.add_argument("--name", action="append", metavar="NAME",
+                   help="display name (and --scores column) for each --model, in order (default: its folder's name)")
     p.add_argument("--authors", action="append", nargs=2, metavar=("ENC.pt", "DEC.pt"),
                    help="the authors' released encoder/decoder state dicts, converted on the fly (repeatable)")
     p.add_argument("--authors-name", action="append", metavar="NAME", help="display name for each --authors")
@@ -465,7 +474,7 @@ def main(argv=None) -> int:
     if args.scores and args.data is None:
         p.error("--scores goes with --data")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
-    models = load_models(args.model, args.authors, args.authors_name)
+    models = load_models(args.model, args.authors, args.authors_name, names=args.name)
 
     if args.pair:
         rows = [r for m in models for r in evaluate_pair(m, args.pair_dir, args.precision)]
