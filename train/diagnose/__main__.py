@@ -1,0 +1,3 @@
+from train.diagnose.cli import main
+
+main()
