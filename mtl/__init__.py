@@ -4,5 +4,6 @@ from .constants import FAMILIES, FAMILY_DISPLAY
 from .hub import DEFAULT_CHECKPOINT, ModelLoadError, load_model
 from .model import ClassNSeg, Prediction
 
-__all__ = ["ClassNSeg", "Prediction", "load_model", "ModelLoadError", "DEFAULT_CHECKPOINT", "FAMILIES", "FAMILY_DISPLAY"]
+__all__ = ["ClassNSeg", "Prediction", "load_model", "ModelLoadError", "DEFAULT_CHECKPOINT", "FAMILIES",
+           "FAMILY_DISPLAY"]
 __version__ = "0.1.0"

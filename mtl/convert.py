@@ -41,7 +41,8 @@ def convert_authors_checkpoint(encoder_path, decoder_path, name: str = "classnse
     decoder_state = torch.load(decoder_path, map_location="cpu", weights_only=True)
     state = _rename(encoder_state, KEY_MAP[:1]) | _rename(decoder_state, KEY_MAP[1:])
     model = ClassNSeg(encoder="classnseg", latent_channels=128, name=name,
-                      description=description or f"converted from {Path(encoder_path).name} + {Path(decoder_path).name}")
+                      description=description
+                      or f"converted from {Path(encoder_path).name} + {Path(decoder_path).name}")
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -25,7 +25,8 @@ class ModelLoadError(RuntimeError):
 def parse_hub_id(spec: str) -> tuple[str, str | None]:
     """'owner/name@revision' -> ('owner/name', 'revision'); revision None when absent."""
     if not _HUB_ID.match(spec):
-        raise ModelLoadError(f"{spec!r} is neither an existing checkpoint directory nor a Hub id 'owner/name[@revision]'")
+        raise ModelLoadError(f"{spec!r} is neither an existing checkpoint directory nor a Hub id "
+                             "'owner/name[@revision]'")
     repo_id, _, revision = spec.partition("@")
     return repo_id, revision or None
 
@@ -34,7 +35,8 @@ def _check_local_dir(path: Path) -> Path:
     missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (path / n).is_file()]
     if not path.is_dir() or missing:
         what = "is not a directory" if not path.is_dir() else f"lacks {', '.join(missing)}"
-        raise ModelLoadError(f"checkpoint directory {str(path)!r} {what}; a checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        raise ModelLoadError(f"checkpoint directory {str(path)!r} {what}; "
+                             f"a checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     return path
 
 

@@ -56,7 +56,8 @@ def wheel_state_dict(model_name: str) -> dict[str, torch.Tensor]:
     mapped = {}
     for (src_key, value), (key, expected) in zip(source.items(), target.items()):
         if value.shape != expected.shape:
-            raise ValueError(f"{dist}: {src_key} {tuple(value.shape)} does not fit timm's {key} {tuple(expected.shape)}")
+            raise ValueError(f"{dist}: {src_key} {tuple(value.shape)} does not fit timm's {key} "
+                             f"{tuple(expected.shape)}")
         mapped[key] = value
     return mapped
 

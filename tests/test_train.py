@@ -25,7 +25,8 @@ def _tiny_dataset(root, astronaut, n_people=4):
             img = np.clip(base.astype(int) + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
             name = f"p{p}_{k}"
             Image.fromarray(img).save(root / "images" / f"{name}_real.jpg", quality=95)
-            rows.append(dict(image=f"images/{name}_real.jpg", mask="", label="real", method="", person=f"p{p}", split=split))
+            rows.append(dict(image=f"images/{name}_real.jpg", mask="", label="real", method="", person=f"p{p}",
+                             split=split))
             fake, mask = img.copy(), np.zeros((256, 256), np.uint8)
             y, x = rng.integers(40, 150, 2)
             fake[y:y + 80, x:x + 80] = rng.integers(0, 255, (80, 80, 3))

@@ -35,7 +35,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if path.suffix == ".pt" and path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "model" not in state or "config" not in state:
-            raise ValueError(f"{path}: not a trainer state (expected the 'model' and 'config' of train.train's last.pt)")
+            raise ValueError(f"{path}: not a trainer state "
+                             "(expected the 'model' and 'config' of train.train's last.pt)")
         return dict(state["config"]), state["model"]
     raise ValueError(f"{path}: neither a checkpoint directory nor a trainer's last.pt")
 

@@ -138,7 +138,8 @@ def format_report(report: dict) -> str:
             ("Brier", "brier", "{:.4f}"), ("ECE (10 bins)", "ece", "{:.4f}"), ("FPR at threshold", "fpr", "{:.2%}"),
             ("TPR at threshold", "tpr", "{:.2%}"), ("accuracy", "acc", "{:.2%}"), ("AUC", "auc", "{:.4f}")]
     b, a = report["before"], report["after"]
-    out = [f"{report['n']} faces ({report['n_real']} real, {report['n_fake']} fake); target FPR {report['target_fpr']:.2%}",
+    out = [f"{report['n']} faces ({report['n_real']} real, {report['n_fake']} fake); "
+           f"target FPR {report['target_fpr']:.2%}",
            f"{'':18s}{'before':>12s}{'after':>12s}"]
     for name, key, fmt in rows:
         out.append(f"{name:18s}{fmt.format(b[key]):>12s}{fmt.format(a[key]):>12s}")

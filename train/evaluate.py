@@ -97,7 +97,8 @@ def collect(model, data, precision: str = "fp32", batch_size: int = 32) -> dict:
     (ids, or None when the data has none), pixel_acc and iou (per image). Masks are scored batch by batch, never
     kept.
     """
-    out = {k: [] for k in ("p_fake", "is_fake", "activations", "label", "method", "family", "video", "pixel_acc", "iou")}
+    out = {k: [] for k in ("p_fake", "is_fake", "activations", "label", "method", "family", "video", "pixel_acc",
+                           "iou")}
     for batch in _as_loader(data, batch_size):
         pred = model.predict(batch["image"], precision=precision)
         label = batch["label"].reshape(-1).long()
@@ -301,7 +302,8 @@ def evaluate_pair(model, pair_dir=PAIR_DIR, precision: str = "fp32") -> list[dic
 
 def format_pair_table(rows: list[dict]) -> str:
     header = ["Model", "Image", "Truth", "p_fake", "Verdict", "a_fake", "a_real", "Seg. acc", "IoU"]
-    lines = [[r["model"], r["image"], r["truth"], f"{r['p_fake']:.4f}", r["verdict"] + ("" if r["correct"] else " (wrong)"),
+    lines = [[r["model"], r["image"], r["truth"], f"{r['p_fake']:.4f}",
+              r["verdict"] + ("" if r["correct"] else " (wrong)"),
               f"{r['a_fake']:.4f}", f"{r['a_real']:.4f}", f"{100 * r['seg_acc']:.2f}", f"{100 * r['iou']:.2f}"]
              for r in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *lines)]
@@ -408,7 +410,8 @@ def evaluate_real_videos(model, specs, every: int = 10) -> dict:
         # frames of one clip are not independent: the interval resamples whole clips
         "fpr_frames_interval": [_nan_to_none(x) for x in M.clustered_rate_interval(
             [np.asarray(v["frame_p_fake"]) > model.threshold for v in per_video])],
-        "fpr_videos": _nan_to_none(float(np.mean([v["p_fake"] > model.threshold for v in judged])) if judged else float("nan")),
+        "fpr_videos": _nan_to_none(float(np.mean([v["p_fake"] > model.threshold for v in judged]))
+                                   if judged else float("nan")),
         "p_fake_mean": _nan_to_none(float(p.mean()) if len(p) else float("nan")),
         "p_fake_p95": _nan_to_none(float(np.percentile(p, 95)) if len(p) else float("nan")),
         "per_video": per_video,
@@ -496,7 +499,8 @@ def main(argv=None) -> int:
         files = _image_files(args.images)
         results = [evaluate_real_images(m, files, args.precision, args.batch_size) for m in models]
         for r in results:
-            print(f"{r['model']}: {r['faces']} faces in {r['images']} images ({r['images_without_face']} without a face); "
+            print(f"{r['model']}: {r['faces']} faces in {r['images']} images "
+                  f"({r['images_without_face']} without a face); "
                   f"judged fake at threshold {r['threshold']:.4g}: {_fmt(r['fpr_faces'], '%')}% of faces, "
                   f"{_fmt(r['fpr_images'], '%')}% of images")
         output = {"mode": "images", "inputs": [str(x) for x in args.images], "results": results}

@@ -53,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--encoder", default="classnseg", help="'classnseg' (the paper's) or 'timm/<name>'")
     p.add_argument("--latent-channels", type=int, default=128)
-    p.add_argument("--method-head", action="store_true", help="also predict the manipulation family (with --init: a fresh head if the checkpoint has none)")
+    p.add_argument("--method-head", action="store_true",
+                   help="also predict the manipulation family (with --init: a fresh head if the checkpoint has none)")
     p.add_argument("--noise-residuals", action="store_true",
                    help="stack the face's high-pass noise residuals after its RGB channels "
                         "(mtl.encoders.NoiseResiduals); with --init, the checkpoint's first convolution is widened "
@@ -113,7 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--start-only", action="store_true",
                    help="write the model this run would start from to OUT/start and stop (no data needed): a start "
                         "for a machine that cannot fetch ImageNet weights itself, given there with --init OUT/start")
-    p.add_argument("--name", default=None, help="model name stored in config.json (default: OUT's name; with --init, that checkpoint's)")
+    p.add_argument("--name", default=None,
+                   help="model name stored in config.json (default: OUT's name; with --init, that checkpoint's)")
     args = p.parse_args(argv)
     if args.pretrained and args.init:
         p.error("--pretrained starts an encoder from ImageNet; --init starts from a checkpoint: give one of them")
