@@ -434,6 +434,10 @@ def test_paired_augmentation_gives_a_photo_and_its_forgeries_one_draw_per_epoch(
         writer.writeheader()
         writer.writerows(rows + [dict(r, split="val") for r in rows])
     args = parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment"])
-    assert isinstance(build_datasets(args)[0], PairedAugmentDataset)
+    paired_set = build_datasets(args)[0]
+    assert isinstance(paired_set, PairedAugmentDataset) and paired_set.seed == args.seed == 0
+    reseeded = build_datasets(parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment",
+                                          "--seed", "7"]))[0]
+    assert not torch.equal(reseeded[0]["image"], paired_set[0]["image"])  # --seed changes the draws
     with pytest.raises(SystemExit, match="--paired-augment"):
         build_datasets(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment"]))

@@ -182,7 +182,8 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
     train_sets, val_sets = [], []
     for root in args.data:
         rows = oversample(read_manifest(root, "train"), repeats)
-        train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264, rows=rows))
+        train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264, rows=rows,
+                                      seed=args.seed))
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
