@@ -155,6 +155,9 @@ def test_forge_dataset_remakes_the_built_samples(faces_dir, tmp_path):
             break
     assert checked == 4
     assert {live[i]["label"].item() for i in range(2)} == {0, 1}
+    augmented = ForgeDataset(faces_dir, "train", seed=2, limit=8, val_frac=0.0, test_frac=0.0, augment=True)
+    item = augmented[1]  # the same forgery, augmented: a new image, the label kept
+    assert item["label"] == live[1]["label"] and not torch.allclose(item["image"], live[1]["image"])
 
 
 def test_forge_dataset_splits_do_not_depend_on_the_forgery_seed(faces_dir):

@@ -135,6 +135,12 @@ def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     return rgb, mask
 
 
+def fresh_augment_rng(seed: int, index: int) -> np.random.Generator:
+    """Draws for one item's augmentation, fresh for every item and epoch (a loader worker's torch seed changes each
+    epoch)."""
+    return np.random.default_rng([seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
+
+
 def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int) -> dict:
     return {
         "image": to_model_input([np.ascontiguousarray(rgb)])[0],
@@ -184,8 +190,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         return _item(rgb, mask, label, method)
 
     def _augment_rng(self, index: int) -> np.random.Generator:
-        """Fresh draws for every item and epoch (the loader's worker seed changes each epoch)."""
-        return np.random.default_rng([self.seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
+        return fresh_augment_rng(self.seed, index)
 
 
 class PairedAugmentDataset(ManifestDataset):
@@ -273,7 +278,7 @@ class ForgeDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         rgb, mask, family = self._sample(index)
         if self.augment:
-            rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264)
+            rgb, mask = augment_pair(rgb, mask, fresh_augment_rng(self.seed, index), h264=self.h264)
         label = 1 if family is None else 0
         return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
 
