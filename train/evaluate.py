@@ -424,15 +424,14 @@ def load_models(specs, authors, authors_names, device: str = "cpu", names=None) 
     from mtl import load_model
     from mtl.convert import convert_authors_checkpoint
 
-    if len(names or []) > len(specs or []):
-        raise SystemExit(f"{len(names)} --name for {len(specs or [])} --model: give one name per model, in order")
+    specs, names = specs or [], names or []
+    if len(names) > len(specs):
+        raise SystemExit(f"{len(names)} --name for {len(specs)} --model: give one name per model, in order")
     models = []
-    for i, spec in enumerate(specs or []):
+    for i, spec in enumerate(specs):
         m = load_model(None if spec == "default" else spec, device=device)
-        if names and i < len(names):
-            m.name = names[i]
-        else:
-            m.name = Path(spec.rstrip("/")).name if spec != "default" else (m.name or "default")
+        folder = Path(spec.rstrip("/")).name if spec != "default" else (m.name or "default")
+        m.name = names[i] if i < len(names) else folder
         models.append(m)
     names = list(authors_names or [])
     for i, (enc, dec) in enumerate(authors or []):
