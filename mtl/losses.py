@@ -1,10 +1,10 @@
 """The paper's losses, plus a method (manipulation family) term.
 
 total = activation_weight * activation + gamma * (segmentation + reconstruction_weight * reconstruction)
-        + method_weight * method [+ dense_weight * dense] [+ margin_weight * margin]
+        + method_weight * method [+ dense_weight * dense] [+ margin_weight * margin] [+ twin_weight * twin]
 
-The paper's recipe: activation_weight = reconstruction_weight = 1, no method head, dense_weight = margin_weight = 0,
-and every pixel of the segmentation loss counted alike (edge_weight = 0).
+The paper's recipe: activation_weight = reconstruction_weight = 1, no method head, dense_weight = margin_weight =
+twin_weight = 0, and every pixel of the segmentation loss counted alike (edge_weight = 0).
 """
 
 from __future__ import annotations
@@ -61,6 +61,26 @@ def margin_loss(activations: torch.Tensor, labels: torch.Tensor, scale: float = 
     return (weights * per_face).sum() / 2.0
 
 
+def twin_loss(activations: torch.Tensor, labels: torch.Tensor, photos: torch.Tensor, scale: float = 8.0
+              ) -> torch.Tensor:
+    """Logistic ranking loss between each forgery and its own photo's real crop in the batch (an extension).
+
+    ``photos`` (B,) names each face's source photo (negative: none). For every pair of a fake and a real face of the
+    same photo, ``softplus(-scale * (m_fake - m_real))`` with ``m = a_fake - a_real`` the halves' margin, averaged over
+    the pairs: the forgery must look more fake than its twin. The twins share the face, its pose and (with
+    ``--paired-augment``) its augmentation, so the pair's gradient is the manipulation's alone, where the per-face
+    losses also see everything else that sets two faces apart. 0 (with a gradient) when the batch holds no pair.
+    """
+    margin = activations[:, 0].float() - activations[:, 1].float()
+    is_fake = labels == 0
+    same = (photos[:, None] == photos[None, :]) & (photos[:, None] >= 0)
+    pairs = same & is_fake[:, None] & ~is_fake[None, :]  # row: the fake, column: its real twin
+    if not bool(pairs.any()):
+        return margin.sum() * 0.0
+    gaps = (margin[:, None] - margin[None, :])[pairs]
+    return F.softplus(-scale * gaps).mean()
+
+
 def mask_edges(masks: torch.Tensor, width: int = 4) -> torch.Tensor:
     """1 on the pixels within ``width`` pixels of a mask's edge (on either side), 0 elsewhere: B x H x W.
 
@@ -113,6 +133,7 @@ class LossTerms:
     method: torch.Tensor
     dense: torch.Tensor
     margin: torch.Tensor
+    twin: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
@@ -131,6 +152,8 @@ def multitask_loss(
     margin_weight: float = 0.0,
     activation_weight: float = 1.0,
     edge_weight: float = 0.0,
+    photos: torch.Tensor | None = None,
+    twin_weight: float = 0.0,
 ) -> LossTerms:
     act = activation_loss(out.activations, labels)
     seg = segmentation_loss(out.seg_logits, masks, edge_weight)
@@ -143,6 +166,9 @@ def multitask_loss(
     )
     dense = dense_activation_loss(out.latent, masks) if dense_weight else zero
     margin = margin_loss(out.activations, labels) if margin_weight else zero
+    if twin_weight and photos is None:
+        raise ValueError("twin_weight needs the faces' source photos")
+    twin = twin_loss(out.activations, labels, photos) if twin_weight else zero
     total = (activation_weight * act + gamma * (seg + reconstruction_weight * rec) + method_weight * meth
-             + dense_weight * dense + margin_weight * margin)
-    return LossTerms(total, act, seg, rec, meth, dense, margin)
+             + dense_weight * dense + margin_weight * margin + twin_weight * twin)
+    return LossTerms(total, act, seg, rec, meth, dense, margin, twin)

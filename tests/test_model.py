@@ -9,7 +9,8 @@ from torch import nn
 
 from mtl import ClassNSeg, load_model
 from mtl.fastpath import SubPixelConv, fold_batchnorm, rewrite_transposed_convs
-from mtl.losses import activation_loss, mask_edges, multitask_loss, reconstruction_loss, segmentation_loss
+from mtl.losses import (activation_loss, mask_edges, multitask_loss, reconstruction_loss, segmentation_loss,
+                        twin_loss)
 from mtl.model import FAKE, REAL, gate_latent, half_activations
 
 
@@ -275,6 +276,38 @@ def test_multitask_loss_extension_weights():
     assert terms.reconstruction.item() == 0.0 and terms.margin.item() > 0
     expected = terms.activation + terms.segmentation + 2.0 * terms.margin + 0.5 * terms.dense
     assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_twin_loss_ranks_each_forgery_above_its_own_photos_real_crop():
+    # photo 5: a real (margin a_fake - a_real = -0.6) and two fakes (+0.8, -0.4); photo 7: a fake (+0.2) and a real
+    # (-0.2); photo -1 (no twins) and photo 9 (a fake alone) add no pair
+    acts = torch.tensor([[0.2, 0.8], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6], [0.0, 0.9], [0.9, 0.0]],
+                        requires_grad=True)
+    labels = torch.tensor([REAL, FAKE, FAKE, FAKE, REAL, REAL, FAKE])
+    photos = torch.tensor([5, 5, 5, 7, 7, -1, 9])
+    gaps = [0.8 - -0.6, -0.4 - -0.6, 0.2 - -0.2]  # each fake's margin minus its twin's
+    expected = sum(math.log1p(math.exp(-8.0 * g)) for g in gaps) / 3
+    loss = twin_loss(acts, labels, photos)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert acts.grad[5].abs().sum() == 0 and acts.grad[6].abs().sum() == 0  # no twin: no gradient
+    assert acts.grad[2, 0] < 0  # descent raises the fake half of a fake barely above its twin the most
+    assert acts.grad[2, 0].abs() > acts.grad[1, 0].abs()
+    # no pair in the batch: zero, and still part of the graph
+    alone = twin_loss(acts, labels, torch.tensor([1, 2, 3, 4, 5, 6, -1]))
+    assert alone.item() == 0 and alone.requires_grad
+
+    x = torch.randn(2, 3, 64, 64)
+    m = ClassNSeg()
+    out = m(x, gate=torch.tensor([1, 0]), reconstruct=False)
+    masks = torch.zeros(2, 64, 64, dtype=torch.long)
+    terms = multitask_loss(out, x, torch.tensor([1, 0]), masks, reconstruction_weight=0.0, twin_weight=3.0,
+                           photos=torch.tensor([4, 4]))
+    assert terms.twin.item() > 0
+    expected_total = terms.activation + terms.segmentation + 3.0 * terms.twin
+    assert terms.total.item() == pytest.approx(expected_total.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="source photos"):
+        multitask_loss(out, x, torch.tensor([1, 0]), masks, twin_weight=1.0)
 
 
 def test_noise_residuals_are_zero_on_flat_and_linear_images_and_keep_the_rgb():

@@ -441,3 +441,29 @@ def test_paired_augmentation_gives_a_photo_and_its_forgeries_one_draw_per_epoch(
     assert not torch.equal(reseeded[0]["image"], paired_set[0]["image"])  # --seed changes the draws
     with pytest.raises(SystemExit, match="--paired-augment"):
         build_datasets(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment"]))
+
+
+def test_items_name_their_source_photo_and_the_twin_loss_trains(tmp_path, astronaut):
+    from train.data import NO_TWIN, ManifestDataset, _item
+    from train.train import build_datasets, parse_args
+
+    data = _tiny_dataset(tmp_path / "data", astronaut)  # crops named p<person>_<k>_<real|fake>: one photo a person
+    items = ManifestDataset(data, "train")
+    photos = [int(items[i]["photo"]) for i in range(len(items))]
+    people = [row["person"] for row in items.rows]
+    assert all((a == b) == (p == q) for a, p in zip(photos, people) for b, q in zip(photos, people))
+    assert min(photos) >= 0
+    copy = tmp_path / "copy"  # the same names under another root: other photos
+    copy.mkdir()
+    (copy / "manifest.csv").write_text((data / "manifest.csv").read_text())
+    assert not set(ManifestDataset(copy, "train").photos) & set(photos)
+    # a face forged on the fly (ForgeDataset) has no twin
+    assert int(_item(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), 1, -1)["photo"]) == NO_TWIN
+
+    with pytest.raises(SystemExit, match="--by-person"):
+        build_datasets(parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--twin-weight", "1"]))
+    out = tmp_path / "run"
+    train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                "--no-augment", "--seed", "0", "--by-person", "--twin-weight", "1", "--reconstruction-weight", "0"])
+    log = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert log["train_twin"] > 0  # the batches held twins and the loss saw them

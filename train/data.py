@@ -19,6 +19,7 @@ and its forgeries one and the same augmentation in an epoch, so that they differ
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -35,6 +36,7 @@ from mtl.preprocess import to_model_input
 # serial for both datasets, so forked DataLoader workers can neither hang nor run a thread per core each
 cv2.setNumThreads(1)
 
+NO_TWIN = -1  # the "photo" of an item with no twins in the training set (a face forged on the fly)
 _FAMILY_INDEX = {name: i for i, name in enumerate(FAMILIES)}
 _BUILT = re.compile(r"^(?P<photo>.+)_(?P<k>\d+)_(?P<kind>[a-z]+)$")
 
@@ -46,6 +48,13 @@ def source_photo(row: dict) -> str:
     image = Path(row["image"])
     m = _BUILT.match(image.stem)
     return f"{image.parent}/{m['photo']}" if m else str(image)
+
+
+def photo_id(root, row: dict) -> int:
+    """A number for ``source_photo(row)`` under ``root``: equal for a photo's real crop and its forgeries, and (a
+    62-bit hash) practically never for two photos, even across datasets joined in one training set."""
+    key = f"{Path(root).resolve()}/{source_photo(row)}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 2
 
 
 def read_manifest(root: str | Path, split: str | None = None) -> list[dict]:
@@ -141,12 +150,13 @@ def fresh_augment_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, int(torch.randint(0, 2**31 - 1, ()).item())])
 
 
-def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int) -> dict:
+def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int, photo: int = NO_TWIN) -> dict:
     return {
         "image": to_model_input([np.ascontiguousarray(rgb)])[0],
         "mask": torch.from_numpy((mask >= 128).astype(np.int64)),
         "label": torch.tensor(label, dtype=torch.int64),
         "method": torch.tensor(method, dtype=torch.int64),
+        "photo": torch.tensor(photo, dtype=torch.int64),  # photo_id, shared with the crop's twins; NO_TWIN if none
     }
 
 
@@ -161,6 +171,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch_rng = np.random.default_rng(seed)
+        self.photos = [photo_id(self.root, row) for row in self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -187,7 +198,7 @@ class ManifestDataset(torch.utils.data.Dataset):
             rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264)
         label = 1 if row["label"] == "real" else 0
         method = _FAMILY_INDEX.get(row["method"], -1) if label == 0 else -1
-        return _item(rgb, mask, label, method)
+        return _item(rgb, mask, label, method, self.photos[index])
 
     def _augment_rng(self, index: int) -> np.random.Generator:
         return fresh_augment_rng(self.seed, index)

@@ -88,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--edge-weight", type=float, default=0.0, metavar="W",
                    help="count the segmentation loss's pixels within 4 px of the mask's edge 1+W times, where a blend "
                         "leaves its traces (Face X-ray's boundary; 0 = the paper's recipe)")
+    p.add_argument("--twin-weight", type=float, default=0.0, metavar="W",
+                   help="weight of a ranking loss putting each forgery above its own photo's real crop in the batch "
+                        "(mtl.losses.twin_loss; needs --data and --by-person; 0 = the paper's recipe)")
     p.add_argument("--by-person", action="store_true",
                    help="batches of whole people: real faces together with their own forgeries")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the run")
@@ -175,6 +178,9 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
     repeats = parse_oversample(args.oversample)
     if args.paired_augment and not args.data:
         raise SystemExit("--paired-augment pairs the crops of a built dataset: give --data")
+    if args.twin_weight and not (args.data and args.by_person):
+        raise SystemExit("--twin-weight ranks a forgery above its photo's real crop in the same batch: give --data "
+                         "and --by-person")
     train_class = PairedAugmentDataset if args.paired_augment else ManifestDataset
     if repeats and not args.data:
         raise SystemExit("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with "
@@ -425,7 +431,8 @@ def train(args) -> Path:
                                        dense_weight=args.dense_activation,
                                        reconstruction_weight=args.reconstruction_weight,
                                        margin_weight=args.margin, activation_weight=args.activation_weight,
-                                       edge_weight=args.edge_weight)
+                                       edge_weight=args.edge_weight, photos=batch["photo"].to(device),
+                                       twin_weight=args.twin_weight)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
