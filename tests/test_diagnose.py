@@ -328,13 +328,19 @@ def test_probe_features_hold_the_paper_evidence_and_a_timm_backbone_s_stages(bui
     assert not lite.encoder.backbone.blocks[0]._forward_hooks  # the hooks are removed afterwards
 
 
-def test_probe_cli_scores_each_probe_beside_the_paper(built, tmp_path, capsys):
+def test_probe_cli_scores_each_probe_beside_the_paper(built, tmp_path, capsys, monkeypatch):
+    from train.diagnose import probe
+
     root, model = built
     out = tmp_path / "probe.json"
+    extracted = []
+    features = probe.pooled_features
+    monkeypatch.setattr(probe, "pooled_features", lambda m, d, **kw: extracted.append(len(d)) or features(m, d, **kw))
     D.main(["probe", "--data", str(root), "--split", "test", "--fit-split", "test", "--model", str(root / "ckpt"),
             "--json", str(out)])
     text = capsys.readouterr().out
     assert "probes fitted on 10 crops" in text and "probe: latent" in text
+    assert extracted == [10]  # fitted on the split it scores: the features are extracted once
     r = json.loads(out.read_text())
     paper, latent = r["rows"]
     assert paper["readout"] == D.PAPER_READOUT and latent["readout"] == "probe: latent"

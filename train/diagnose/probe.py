@@ -47,6 +47,11 @@ def pooled_features(model, data: ManifestFrames, batch_size: int = 32) -> dict:
     return {k: np.asarray(v) if k == "family" else np.concatenate(v) for k, v in out.items() if len(v)}
 
 
+def same_crops(a: ManifestFrames, b: ManifestFrames) -> bool:
+    """Whether two views hold the same crops in the same order (the features of one then serve both)."""
+    return a.root.resolve() == b.root.resolve() and [r["image"] for r in a.rows] == [r["image"] for r in b.rows]
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2):
     """A logistic regression of ``y`` (1 = fake) on standardised ``x`` (L2 penalty ``l2`` on the weights, L-BFGS in
     float64); returns the function that gives new rows' logits."""
@@ -73,7 +78,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2):
 def probes(model, fit_data: ManifestFrames, data: ManifestFrames, l2: float = 1e-2, n_boot: int = 1000) -> dict:
     """Linear probes fitted on ``fit_data`` (real against every family) to the latent's and the stages' pooled
     statistics (``pooled_features``), scored on ``data`` beside the paper's read-out (``against_the_paper``)."""
-    fit, f = pooled_features(model, fit_data), pooled_features(model, data)
+    fit = pooled_features(model, fit_data)
+    f = fit if same_crops(fit_data, data) else pooled_features(model, data)  # fitted on the split it scores
     sets = {"latent": ["latent"]} | ({"stages": ["stages"], "stages and latent": ["stages", "latent"]}
                                      if "stages" in f else {})
     scores = {PAPER_READOUT: f["evidence"]}
