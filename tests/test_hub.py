@@ -89,7 +89,8 @@ def _load_in_subprocess(endpoint, spec, home):
         "from mtl import load_model, ModelLoadError\n"
         "try:\n"
         f"    m = load_model({spec!r})\n"
-        "    print(json.dumps({'ok': True, 'config': m.config, 'sum': float(sum(p.double().sum() for p in m.state_dict().values()))}))\n"
+        "    total = float(sum(p.double().sum() for p in m.state_dict().values()))\n"
+        "    print(json.dumps({'ok': True, 'config': m.config, 'sum': total}))\n"
         "except ModelLoadError as e:\n"
         "    print(json.dumps({'ok': False, 'error': str(e)}))\n"
     )
