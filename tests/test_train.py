@@ -467,3 +467,15 @@ def test_items_name_their_source_photo_and_the_twin_loss_trains(tmp_path, astron
                 "--no-augment", "--seed", "0", "--by-person", "--twin-weight", "1", "--reconstruction-weight", "0"])
     log = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert log["train_twin"] > 0  # the batches held twins and the loss saw them
+
+
+def test_a_resumed_run_keeps_its_log_columns_when_a_newer_version_logs_more(tmp_path):
+    from train.train import _log
+
+    fields = _log(tmp_path, {"epoch": 1, "train_total": 2.0, "val_auc": 0.8}, None)  # a run from before a new term
+    assert fields == ["epoch", "train_total", "val_auc"]
+    _log(tmp_path, {"epoch": 2, "train_total": 1.5, "train_twin": 0.1, "val_auc": 0.9}, None)  # resumed, newer code
+    with open(tmp_path / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[1] == {"epoch": "2", "train_total": "1.5", "val_auc": "0.9"}  # aligned under the file's header
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[1])["train_twin"] == 0.1

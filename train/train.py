@@ -534,8 +534,11 @@ def _epoch_datasets(train_set) -> list:
 def _log(out: Path, row: dict, fields):
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
-    fields = fields or list(row)
     new = not (out / "log.csv").exists()
+    if fields is None and not new:  # a resumed run keeps its file's columns (a newer loss term goes to the JSON only)
+        with open(out / "log.csv", newline="") as f:
+            fields = next(csv.reader(f), None)
+    fields = fields or list(row)
     with open(out / "log.csv", "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
