@@ -19,6 +19,7 @@ and its forgeries one and the same augmentation in an epoch, so that they differ
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import re
@@ -50,10 +51,15 @@ def source_photo(row: dict) -> str:
     return f"{image.parent}/{m['photo']}" if m else str(image)
 
 
+@functools.lru_cache(maxsize=64)
+def _resolved(root: str) -> Path:
+    return Path(root).resolve()
+
+
 def photo_id(root, row: dict) -> int:
     """A number for ``source_photo(row)`` under ``root``: equal for a photo's real crop and its forgeries, and (a
     62-bit hash) practically never for two photos, even across datasets joined in one training set."""
-    key = f"{Path(root).resolve()}/{source_photo(row)}".encode()
+    key = f"{_resolved(str(root))}/{source_photo(row)}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 2
 
 
