@@ -224,11 +224,11 @@ class PairedAugmentDataset(ManifestDataset):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.epoch = 0
-        photos: dict[str, int] = {}
+        photos: dict[int, int] = {}
         seen: dict[str, int] = {}
         self.keys = []
-        for row in self.rows:
-            photo = photos.setdefault(source_photo(row), len(photos))
+        for row, key in zip(self.rows, self.photos):
+            photo = photos.setdefault(key, len(photos))  # numbered in order of first appearance
             copy = seen[row["image"]] = seen.get(row["image"], -1) + 1
             self.keys.append((photo, copy))
 
