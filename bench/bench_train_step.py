@@ -7,7 +7,10 @@ One step = forward (decoder fed the true label's half), the loss as train.train 
 update, under bf16 autocast with channels-last tensors where the CPU has bf16 (as train.train runs). Prints each
 encoder's parameter count, the median step time, faces per second and the ratio against the first encoder in the list,
 all measured in this run. ``--reconstruction`` also runs the reconstruction arm (the paper's recipe). A ``+deep``
-suffix keeps a timm backbone's stride-32 stage (``train.train --deep-stage``).
+suffix keeps a timm backbone's stride-32 stage (``train.train --deep-stage``); a ``+compile`` suffix runs the
+network's forward through ``torch.compile`` (its compile time, in the uncounted first step, is printed apart).
+
+    python bench/bench_train_step.py --encoders timm/tf_efficientnet_lite0 timm/tf_efficientnet_lite0+compile --batch 64
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ from mtl.model import ClassNSeg  # noqa: E402
 DEFAULT_ENCODERS = ["classnseg", "timm/resnet18", "timm/mobilenetv3_large_100", "timm/efficientnet_b0"]
 
 
-def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> tuple[float, int]:
+def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> tuple[float, int, float]:
+    """Median step time, the encoder's parameter count, and the first (uncounted) step's time."""
     torch.manual_seed(0)
-    name, deep = encoder.removesuffix("+deep"), encoder.endswith("+deep")
+    compiled, name = encoder.endswith("+compile"), encoder.removesuffix("+compile")
+    name, deep = name.removesuffix("+deep"), name.endswith("+deep")
     model = ClassNSeg(encoder=name, deep_stage=deep).to(memory_format=torch.channels_last).train()
+    network = torch.compile(model) if compiled else model
     params = sum(p.numel() for p in model.encoder.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 3, 256, 256).contiguous(memory_format=torch.channels_last)
@@ -45,14 +51,14 @@ def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> t
     for _ in range(reps + 1):  # the first step warms up and is not counted
         t = time.perf_counter()
         with autocast():
-            out = model(x, gate=labels, reconstruct=reconstruction)
+            out = network(x, gate=labels, reconstruct=reconstruction)
             terms = multitask_loss(out, x, labels, masks, reconstruction_weight=float(reconstruction),
                                    margin_weight=1.0, dense_weight=1.0)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
         times.append(time.perf_counter() - t)
-    return statistics.median(times[1:]), params
+    return statistics.median(times[1:]), params, times[0]
 
 
 def main(argv=None) -> None:
@@ -68,11 +74,11 @@ def main(argv=None) -> None:
           f"reconstruction arm: {args.reconstruction}")
     base = None
     for enc in args.encoders:
-        seconds, params = step_seconds(enc, args.batch, args.reps, args.reconstruction)
+        seconds, params, first = step_seconds(enc, args.batch, args.reps, args.reconstruction)
         base = base or seconds
-        print(f"{enc:<30} encoder {params / 1e6:5.2f} M params  step {seconds * 1000:7.0f} ms  "
-              f"{args.batch / seconds:6.1f} faces/s  x{seconds / base:.2f} the time of {args.encoders[0]}",
-              flush=True)
+        print(f"{enc:<38} encoder {params / 1e6:5.2f} M params  step {seconds * 1000:7.0f} ms  "
+              f"{args.batch / seconds:6.1f} faces/s  x{seconds / base:.2f} the time of {args.encoders[0]}"
+              + (f"  (first step, compiling: {first:.0f} s)" if enc.endswith("+compile") else ""), flush=True)
 
 
 if __name__ == "__main__":
