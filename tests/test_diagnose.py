@@ -356,3 +356,24 @@ def _labels_and_evidence(root, model):
     s = E.collect(model, E.open_split(root, "test"), precision="fp32")
     return s["label"] == 0, D.evidence(s)
 
+
+def test_scale_scores_the_trained_size_as_the_paper_and_resizes_the_others(built, capsys):
+    root, model = built
+    data = E.open_split(root, "test")
+    big = D.cell_activations(model, data, size=320)
+    assert big["fake"].shape == (10, 400)  # a 20 x 20 grid at stride 16
+    assert big["area"][big["label"] == 0] == pytest.approx(0.25)  # the mask's share is the original's
+
+    result = D.at_scales(model, data, scales=(0.75, 1.25), n_boot=50)
+    assert result["sizes"] == [256, 192, 320]
+    paper, small, large = result["rows"]
+    cells = D.cell_activations(model, data)  # the trained size: the paper's read-out, as test_readout_... checks
+    assert paper["readout"] == D.PAPER_READOUT
+    evidence = cells["fake"].mean(1) - cells["real"].mean(1)
+    assert paper["auc"]["all"] == pytest.approx(M.roc_auc(cells["label"] == 0, evidence))
+    assert large["readout"] == "resized to 320x320"
+    assert large["auc"]["all"] == pytest.approx(M.roc_auc(big["label"] == 0, big["fake"].mean(1) - big["real"].mean(1)))
+    d, lo, hi = small["diff"]["all"]
+    assert d == pytest.approx(small["auc"]["all"] - paper["auc"]["all"]) and lo <= hi
+    D.main(["scale", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"), "--scale", "1.25"])
+    assert "resized to 320x320" in capsys.readouterr().out

@@ -32,6 +32,12 @@ the whole latent grid, so a forgery of a tenth of the face moves it a tenth as m
 half's strongest cells, beside the paper's read-out, per family and for self-blends under a tenth of the crop, with
 the difference from the paper's and a 95% interval resampling people (the exact network, fp32; no mirror).
 
+``scale``: whether the encoder lacks pixels. Each face is resized before the encoder (by default to 0.75, 1.25 and
+1.5 times the size the network was trained on, bicubic) and scored by the paper's read-out over the grid that size
+gives, beside the original, per family and for self-blends under a tenth of the crop, with the difference and a 95%
+interval resampling people (the exact network, fp32). A family that gains from an enlarged face is one whose
+evidence is too small for the encoder's stride; one that loses much from a shrunk face rests on the finest detail.
+
 ``tradeoff``: how many real video frames a model flags when it catches a given share of a split's fakes. Two
 checkpoints calibrated to different thresholds cannot be compared by the false alarms each raises at its own
 threshold (a stricter threshold lowers both the alarms and the detections); at matched detection rates they can.
@@ -45,11 +51,12 @@ threshold (a stricter threshold lowers both the alarms and the detections); at m
     python -m train.diagnose ensemble --data data/forge-v1 --split test --model checkpoints/regnetx-forge \
         --model checkpoints/classnseg-forge
     python -m train.diagnose readout --data data/forge-v2 --split val --model checkpoints/lite0-forge
+    python -m train.diagnose scale --data data/forge-v2 --split test --model checkpoints/lite0-forge
     python -m train.diagnose probe --data data/forge-v2 --split test --fit-limit 3600 --model checkpoints/lite0-forge
 
 One module per analysis (``degradation``, ``pixel_change`` for visibility, ``selfblend``, ``video_alarms`` for the
-trade-off, ``ensembles``, ``readout``, ``probe``), each with the function that prints its table; ``cli`` parses the
-command line; what they share is in ``common``.
+trade-off, ``ensembles``, ``readout``, ``scale``, ``probe``), each with the function that prints its table; ``cli``
+parses the command line; what they share is in ``common``.
 """
 
 from train.diagnose.common import family_aucs
@@ -57,6 +64,7 @@ from train.diagnose.degradation import DEGRADATIONS, DegradedFrames, degradation
 from train.diagnose.ensembles import ensemble, evidence
 from train.diagnose.probe import fit_logistic, pooled_features, probes
 from train.diagnose.readout import PAPER_READOUT, against_the_paper, cell_activations, readout_scores, readouts
+from train.diagnose.scale import SCALES, at_scales
 from train.diagnose.selfblend import SELFBLEND_VARIANTS, selfblend_ingredients
 from train.diagnose.video_alarms import DEFAULT_TPRS, matched_false_alarms, tradeoff
 from train.diagnose.pixel_change import by_visibility, format_visibility, mask_area, real_twins, visibility
@@ -65,6 +73,7 @@ from train.diagnose.cli import main
 __all__ = [
     "family_aucs", "DEGRADATIONS", "DegradedFrames", "degradations", "ensemble", "evidence", "fit_logistic",
     "pooled_features", "probes", "PAPER_READOUT", "against_the_paper", "cell_activations", "readout_scores",
-    "readouts", "SELFBLEND_VARIANTS", "selfblend_ingredients", "DEFAULT_TPRS", "matched_false_alarms", "tradeoff",
-    "by_visibility", "format_visibility", "mask_area", "real_twins", "visibility", "main",
+    "readouts", "SCALES", "at_scales", "SELFBLEND_VARIANTS", "selfblend_ingredients", "DEFAULT_TPRS",
+    "matched_false_alarms", "tradeoff", "by_visibility", "format_visibility", "mask_area", "real_twins",
+    "visibility", "main",
 ]

@@ -11,6 +11,7 @@ from train.diagnose.degradation import DEGRADATIONS, degradations, format_degrad
 from train.diagnose.ensembles import ensemble, format_ensemble
 from train.diagnose.probe import format_probes, probes
 from train.diagnose.readout import format_readouts, readouts
+from train.diagnose.scale import SCALES, at_scales
 from train.diagnose.selfblend import format_selfblend, selfblend_ingredients
 from train.diagnose.video_alarms import DEFAULT_TPRS, format_tradeoff, tradeoff
 from train.diagnose.pixel_change import by_visibility, format_visibility
@@ -20,7 +21,8 @@ from train.evaluate import open_split
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.diagnose", description=package.__doc__.split("\n\n")[0])
     p.add_argument("analysis",
-                   choices=["degradations", "visibility", "selfblend", "tradeoff", "ensemble", "readout", "probe"])
+                   choices=["degradations", "visibility", "selfblend", "tradeoff", "ensemble", "readout", "probe",
+                            "scale"])
     p.add_argument("--data", type=Path, required=True, help="a dataset root with manifest.csv")
     p.add_argument("--split", default="val")
     p.add_argument("--model", action="append", required=True,
@@ -29,6 +31,8 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many rows")
     p.add_argument("--fit-split", default="train", help="probe: the split its regressions are fitted on")
     p.add_argument("--fit-limit", type=int, default=None, help="probe: a seeded random subset of the fit split")
+    p.add_argument("--scale", type=float, action="append",
+                   help=f"scale: times the trained face size to resize to (repeatable; default {SCALES})")
     p.add_argument("--only", action="append", choices=list(DEGRADATIONS), help="degradations: run only these")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="default: bf16, except tradeoff, selfblend and ensemble (fp32, as train.evaluate)")
@@ -63,6 +67,9 @@ def main(argv=None) -> None:
         print(format_selfblend(result))
     elif args.analysis == "readout":
         result = readouts(model, data)
+        print(format_readouts(result))
+    elif args.analysis == "scale":
+        result = at_scales(model, data, args.scale or SCALES)
         print(format_readouts(result))
     elif args.analysis == "probe":
         result = probes(model, open_split(args.data, args.fit_split, limit=args.fit_limit), data)

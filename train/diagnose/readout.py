@@ -15,10 +15,13 @@ SMALL_MASK = 0.10  # share of the crop: a mouth, the eyes or the nose alone
 PAPER_READOUT = "every cell (the paper)"
 
 
-def cell_activations(model, data: ManifestFrames, batch_size: int = 32) -> dict:
+def cell_activations(model, data: ManifestFrames, batch_size: int = 32, size: int | None = None) -> dict:
     """Per face, each half's mean |latent| at every cell of the latent grid (the exact network, fp32): "fake" and
-    "real" (N x cells), "label" (1 = real), "family", "area" (the share of the crop its mask covers)."""
+    "real" (N x cells), "label" (1 = real), "family", "area" (the share of the crop its mask covers). ``size``
+    resizes each face to that many pixels a side before the encoder (bicubic, antialiased when shrinking; the mask's
+    share is the original's)."""
     import torch
+    import torch.nn.functional as F
 
     from mtl.model import half_cell_activations
 
@@ -27,7 +30,11 @@ def cell_activations(model, data: ManifestFrames, batch_size: int = 32) -> dict:
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.inference_mode():
         for batch in loader:
-            cells = half_cell_activations(model.encoder(model.encoder_input(batch["image"].float()))).numpy()
+            image = batch["image"].float()
+            if size is not None and size != image.shape[-1]:
+                image = F.interpolate(image, size=(size, size), mode="bicubic", align_corners=False,
+                                      antialias=size < image.shape[-1])
+            cells = half_cell_activations(model.encoder(model.encoder_input(image))).numpy()
             out["fake"].append(cells[:, 0])
             out["real"].append(cells[:, 1])
             out["label"].append(batch["label"].reshape(-1).numpy())
