@@ -347,14 +347,10 @@ def test_probe_cli_scores_each_probe_beside_the_paper(built, tmp_path, capsys, m
     r = json.loads(out.read_text())
     paper, latent = r["rows"]
     assert paper["readout"] == D.PAPER_READOUT and latent["readout"] == "probe: latent"
-    assert paper["auc"]["all"] == pytest.approx(M.roc_auc(*_labels_and_evidence(root, model)))
+    f = D.pooled_features(model, E.open_split(root, "test"))  # the evidence the probe ranks (see the readout test)
+    assert paper["auc"]["all"] == pytest.approx(M.roc_auc(f["label"] == 0, f["evidence"]))
     d, lo, hi = latent["diff"]["all"]
     assert d == pytest.approx(latent["auc"]["all"] - paper["auc"]["all"]) and lo <= hi
-
-
-def _labels_and_evidence(root, model):
-    s = E.collect(model, E.open_split(root, "test"), precision="fp32")
-    return s["label"] == 0, D.evidence(s)
 
 
 def test_scale_scores_the_trained_size_as_the_paper_and_resizes_the_others(built, capsys):
@@ -372,7 +368,8 @@ def test_scale_scores_the_trained_size_as_the_paper_and_resizes_the_others(built
     evidence = cells["fake"].mean(1) - cells["real"].mean(1)
     assert paper["auc"]["all"] == pytest.approx(M.roc_auc(cells["label"] == 0, evidence))
     assert large["readout"] == "resized to 320x320"
-    assert large["auc"]["all"] == pytest.approx(M.roc_auc(big["label"] == 0, big["fake"].mean(1) - big["real"].mean(1)))
+    enlarged = big["fake"].mean(1) - big["real"].mean(1)
+    assert large["auc"]["all"] == pytest.approx(M.roc_auc(big["label"] == 0, enlarged))
     d, lo, hi = small["diff"]["all"]
     assert d == pytest.approx(small["auc"]["all"] - paper["auc"]["all"]) and lo <= hi
     D.main(["scale", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"), "--scale", "1.25"])
