@@ -236,6 +236,38 @@ def test_augmentation_keeps_the_mask_on_the_manipulated_pixels():
     assert 2 <= margins <= 20  # about one crop in five runs past the frame's edge
 
 
+def test_augmentation_without_video_degradation_keeps_the_finest_detail(tmp_path, astronaut, monkeypatch):
+    """``video=False`` never scales the face down, blurs it or sends it through H.264, and its JPEG step keeps
+    quality 70 or more; the default does all of these (so the counts below can fail)."""
+    import train.data as data
+    from train.train import build_datasets, parse_args
+
+    calls = {"scale": 0, "blur": 0, "h264": 0}
+    qualities = []
+    monkeypatch.setattr(data, "scale_round_trip", lambda rgb, *a: calls.__setitem__("scale", calls["scale"] + 1) or rgb)
+    monkeypatch.setattr(data, "h264_round_trip", lambda rgb, *a: calls.__setitem__("h264", calls["h264"] + 1) or rgb)
+    monkeypatch.setattr(data.cv2, "GaussianBlur", lambda rgb, *a: calls.__setitem__("blur", calls["blur"] + 1) or rgb)
+    monkeypatch.setattr(data, "jpeg_round_trip", lambda rgb, q: qualities.append(q) or rgb)
+    rgb, mask = astronaut[:256, 100:356].copy(), np.zeros((256, 256), np.uint8)
+    for seed in range(60):
+        data.augment_pair(rgb, mask, np.random.default_rng(seed), h264=0.4, video=False)
+    assert calls == {"scale": 0, "blur": 0, "h264": 0} and qualities and min(qualities) >= 70
+    qualities.clear()
+    for seed in range(60):
+        data.augment_pair(rgb, mask, np.random.default_rng(seed), h264=0.4)
+    assert min(calls.values()) > 0 and min(qualities) < 70
+
+    root = _tiny_dataset(tmp_path / "data", astronaut)
+    clean = build_datasets(parse_args(["--data", str(root), "--out", str(tmp_path / "run"),
+                                       "--no-video-degradation"]))[0]
+    assert clean.augment and not clean.video
+    assert build_datasets(parse_args(["--data", str(root), "--out", str(tmp_path / "run")]))[0].video
+    for flags in (["--h264", "0.4"], ["--no-augment"]):
+        with pytest.raises(SystemExit, match="--no-video-degradation"):
+            build_datasets(parse_args(["--data", str(root), "--out", str(tmp_path / "run"),
+                                       "--no-video-degradation", *flags]))
+
+
 @pytest.mark.slow
 def test_the_same_script_trains_under_torchrun(tmp_path, astronaut):
     """Two processes under torchrun (DDP over gloo on CPU) run the unchanged trainer; rank 0 alone writes the run."""

@@ -105,14 +105,17 @@ def h264_round_trip(rgb: np.ndarray, crf: int, frames: int = 2) -> np.ndarray:
 
 
 def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                 h264: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                 h264: float = 0.0, video: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The same random geometry for image and mask; photometric changes on the image only.
 
     Besides the usual jitter it imitates what video frames do to a face crop, with the same odds for real and fake
     faces so that none of it can mark a class: lost resolution (a small face scaled up), blur, JPEG down to quality
     40 (or, with probability ``h264``, an H.264 round trip at crf 18-38 instead), and the black margin that
     ``crop_square`` leaves where a face's square runs past the frame's edge. With ``h264`` 0 no random number is
-    drawn for it, so a seed gives the same augmentation as before the option existed.
+    drawn for it, so a seed gives the same augmentation as before the option existed. With ``video`` False the
+    video-like losses are left out (no lost resolution, no blur, no H.264) and the JPEG step keeps quality 70-95:
+    geometry, colour jitter, the margins and a mild re-compression only, so that faint evidence (a self-blend's soft
+    colour or sharpness change) survives in every training crop.
     """
     size = rgb.shape[0]
     if rng.random() < 0.5:
@@ -130,15 +133,15 @@ def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     grey = img.mean(axis=2, keepdims=True)
     img = grey + (img - grey) * rng.uniform(0.7, 1.3)  # saturation
     rgb = np.clip(img, 0, 255).astype(np.uint8)
-    if rng.random() < 0.3:  # a small face scaled up
+    if video and rng.random() < 0.3:  # a small face scaled up
         small = max(int(size * rng.uniform(0.3, 0.75)), 16)
         rgb = scale_round_trip(rgb, small, cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
-    if rng.random() < 0.3:
+    if video and rng.random() < 0.3:
         rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.3, 1.2))
-    if h264 > 0 and rng.random() < h264:
+    if video and h264 > 0 and rng.random() < h264:
         rgb = h264_round_trip(np.ascontiguousarray(rgb), int(rng.integers(18, 39)))
     elif rng.random() < 0.7:
-        rgb = jpeg_round_trip(rgb, int(rng.integers(40, 96)))
+        rgb = jpeg_round_trip(rgb, int(rng.integers(40 if video else 70, 96)))
     if rng.random() < 0.2:  # the face's square runs past one or two edges of the frame
         rgb, mask = rgb.copy(), mask.copy()
         for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
@@ -168,9 +171,10 @@ def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int, photo: int
 
 class ManifestDataset(torch.utils.data.Dataset):
     def __init__(self, root, split: str, augment: bool = False, seed: int = 0, rows: list[dict] | None = None,
-                 h264: float = 0.0):
+                 h264: float = 0.0, video: bool = True):
         self.root = Path(root)
         self.h264 = h264
+        self.video = video  # augmentation: the video-like losses too (augment_pair)
         self.rows = rows if rows is not None else read_manifest(self.root, split)
         if not self.rows:
             raise ValueError(f"{self.root / 'manifest.csv'} has no samples in split {split!r}")
@@ -201,7 +205,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         row = self.rows[index]
         rgb, mask = self._read(row)
         if self.augment:
-            rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264)
+            rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264, video=self.video)
         label = 1 if row["label"] == "real" else 0
         method = _FAMILY_INDEX.get(row["method"], -1) if label == 0 else -1
         return _item(rgb, mask, label, method, self.photos[index])
@@ -253,7 +257,7 @@ class ForgeDataset(torch.utils.data.Dataset):
 
     def __init__(self, faces, split: str = "train", augment: bool = False, fakes_per_real: int = 1, seed: int = 0,
                  val_frac: float = 0.1, test_frac: float = 0.1, limit: int | None = None, person_rule: str = "auto",
-                 split_seed: int = 0, h264: float = 0.0):
+                 split_seed: int = 0, h264: float = 0.0, video: bool = True):
         from train.build_dataset import plan_jobs, select_photos
 
         # the split depends on split_seed only: a val set made with another forgery seed shares no person with train
@@ -265,6 +269,7 @@ class ForgeDataset(torch.utils.data.Dataset):
         self.per_photo = fakes_per_real + 1
         self.augment = augment
         self.h264 = h264
+        self.video = video
         self.seed = seed
         self.epoch = 0
 
@@ -295,7 +300,8 @@ class ForgeDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         rgb, mask, family = self._sample(index)
         if self.augment:
-            rgb, mask = augment_pair(rgb, mask, fresh_augment_rng(self.seed, index), h264=self.h264)
+            rgb, mask = augment_pair(rgb, mask, fresh_augment_rng(self.seed, index), h264=self.h264,
+                                     video=self.video)
         label = 1 if family is None else 0
         return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
 

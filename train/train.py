@@ -113,6 +113,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--h264", type=float, default=0.0, metavar="P",
                    help="augmentation: the share of training crops sent through an H.264 round trip (crf 18-38) "
                         "instead of the JPEG step, as faces in videos are (default 0)")
+    p.add_argument("--no-video-degradation", action="store_true",
+                   help="augmentation without the losses that imitate video frames (lost resolution, blur, JPEG under "
+                        "quality 70, H.264): geometry, colour jitter, margins and a mild JPEG step only")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--start-only", action="store_true",
                    help="write the model this run would start from to OUT/start and stop (no data needed): a start "
@@ -181,6 +184,9 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
     if args.twin_weight and not (args.data and args.by_person):
         raise SystemExit("--twin-weight ranks a forgery above its photo's real crop in the same batch: give --data "
                          "and --by-person")
+    if args.no_video_degradation and (args.h264 or args.no_augment):
+        raise SystemExit("--no-video-degradation leaves H.264 out of the augmentation: drop --h264 (and it needs the "
+                         "augmentation that --no-augment turns off)")
     train_class = PairedAugmentDataset if args.paired_augment else ManifestDataset
     if repeats and not args.data:
         raise SystemExit("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with "
@@ -189,14 +195,14 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
     for root in args.data:
         rows = oversample(read_manifest(root, "train"), repeats)
         train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264, rows=rows,
-                                      seed=args.seed))
+                                      seed=args.seed, video=not args.no_video_degradation))
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
         from .data import ForgeDataset
 
         train_sets.append(ForgeDataset(args.faces, split="train", seed=args.seed, augment=not args.no_augment,
-                                       h264=args.h264))
+                                       h264=args.h264, video=not args.no_video_degradation))
         if args.val_data is None and not args.data:
             val_sets.append(ForgeDataset(args.faces, split="val", seed=args.seed + 1))
     if args.val_data is not None:
