@@ -37,8 +37,11 @@ DEFAULT_ENCODERS = ["classnseg", "timm/resnet18", "timm/mobilenetv3_large_100", 
 def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> tuple[float, int, float]:
     """Median step time, the encoder's parameter count, and the first (uncounted) step's time."""
     torch.manual_seed(0)
-    compiled, name = encoder.endswith("+compile"), encoder.removesuffix("+compile")
-    name, deep = name.removesuffix("+deep"), name.endswith("+deep")
+    name, *suffixes = encoder.split("+")
+    unknown = set(suffixes) - {"deep", "compile"}
+    if unknown:
+        raise SystemExit(f"{encoder}: unknown suffix +{' +'.join(sorted(unknown))} (known: +deep, +compile)")
+    deep, compiled = "deep" in suffixes, "compile" in suffixes
     model = ClassNSeg(encoder=name, deep_stage=deep).to(memory_format=torch.channels_last).train()
     network = torch.compile(model) if compiled else model
     params = sum(p.numel() for p in model.encoder.parameters())
