@@ -360,8 +360,8 @@ def test_scale_scores_the_trained_size_as_the_paper_and_resizes_the_others(built
     assert big["fake"].shape == (10, 400)  # a 20 x 20 grid at stride 16
     assert big["area"][big["label"] == 0] == pytest.approx(0.25)  # the mask's share is the original's
 
-    result = D.at_scales(model, data, scales=(0.75, 1.25), n_boot=50)
-    assert result["sizes"] == [256, 192, 320]
+    result = D.at_scales(model, data, scales=(0.75, 1.25, 1.0, 1.27), n_boot=50)
+    assert result["sizes"] == [256, 192, 320]  # 1.0 is the trained size, 1.27 rounds to 320: each size once
     paper, small, large = result["rows"]
     cells = D.cell_activations(model, data)  # the trained size: the paper's read-out, as test_readout_... checks
     assert paper["readout"] == D.PAPER_READOUT

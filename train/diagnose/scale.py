@@ -24,11 +24,15 @@ def at_scales(model, data: ManifestFrames, scales=SCALES, n_boot: int = 1000) ->
     few pixels, a face enlarged before the encoder catches more of them even without training at that size; a
     face shrunk shows how much the evidence depends on the finest detail.
     """
-    sizes = [FACE_SIZE] + [int(round(FACE_SIZE * s / 16)) * 16 for s in scales]
+    sizes = [FACE_SIZE]  # then each scale's size, a multiple of the stride (16), once
+    for s in scales:
+        size = max(int(round(FACE_SIZE * s / 16)) * 16, 32)
+        sizes += [size] if size not in sizes else []
     scores, base = {}, None
     for size in sizes:
         c = cell_activations(model, data, size=size)
-        base = base or c
+        if base is None:
+            base = c  # labels, families and mask shares (the same at every size)
         scores[scale_label(size)] = c["fake"].mean(1) - c["real"].mean(1)
     people = np.array([r.get("person", "") for r in data.rows])
     table = against_the_paper(scores, base["label"] == 0, base["family"], base["area"], people, n_boot)
