@@ -42,7 +42,8 @@ def dense_activation_loss(latent: torch.Tensor, masks: torch.Tensor) -> torch.Te
     return (fake_half - target).abs().mean()
 
 
-def margin_loss(activations: torch.Tensor, labels: torch.Tensor, scale: float = 8.0) -> torch.Tensor:
+def margin_loss(activations: torch.Tensor, labels: torch.Tensor, scale: float = 8.0, focal: float = 0.0
+                ) -> torch.Tensor:
     """Class-balanced binary cross-entropy on the margin between the halves (an extension).
 
     The paper's activation loss is an L1 distance: where the network cannot yet tell a face's class, its gradient
@@ -51,6 +52,11 @@ def margin_loss(activations: torch.Tensor, labels: torch.Tensor, scale: float = 
     everywhere. Cross-entropy on ``sigmoid(scale * (a_fake - a_real))`` is a proper scoring rule: each face's
     gradient grows with how wrong its margin is, which is what ranking (AUC) needs. Reals and fakes get equal total
     weight whatever their proportion in the batch. Off by default (the paper's recipe).
+
+    ``focal`` > 0 (Lin et al.'s focal loss, ICCV 2017) multiplies each face's term by ``(1 - p)^focal``, ``p`` the
+    probability the margin gives its true class: a face already ranked right with confidence adds almost nothing,
+    so the gradient goes to the faces still missed (small self-blends, faint reenactments) rather than to the many
+    easy ones. 0 leaves the cross-entropy as it is.
     """
     is_fake = (labels == 0).float()
     logits = scale * (activations[:, 0].float() - activations[:, 1].float())
@@ -58,6 +64,8 @@ def margin_loss(activations: torch.Tensor, labels: torch.Tensor, scale: float = 
     n_real = (1.0 - is_fake).sum().clamp(min=1.0)
     weights = is_fake / n_fake + (1.0 - is_fake) / n_real  # each class sums to 1
     per_face = F.binary_cross_entropy_with_logits(logits, is_fake, reduction="none")
+    if focal:
+        per_face = per_face * (1.0 - torch.exp(-per_face)).pow(focal)  # exp(-CE) is p of the true class
     return (weights * per_face).sum() / 2.0
 
 
@@ -76,7 +84,7 @@ def twin_loss(activations: torch.Tensor, labels: torch.Tensor, photos: torch.Ten
     same = (photos[:, None] == photos[None, :]) & (photos[:, None] >= 0)
     pairs = same & is_fake[:, None] & ~is_fake[None, :]  # row: the fake, column: its real twin
     if not bool(pairs.any()):
-        return margin.sum() * 0.0
+        return margin.sum() * 0.0 + 0.0  # + 0.0: never -0.0
     gaps = (margin[:, None] - margin[None, :])[pairs]
     return F.softplus(-scale * gaps).mean()
 
@@ -120,7 +128,7 @@ def method_loss(method_logits: torch.Tensor, methods: torch.Tensor) -> torch.Ten
     """Cross-entropy on the manipulation family, over fakes with a known family (``method >= 0``)."""
     known = methods >= 0
     if not bool(known.any()):
-        return method_logits.sum() * 0.0
+        return method_logits.sum() * 0.0 + 0.0  # + 0.0: never -0.0
     return F.cross_entropy(method_logits[known].float(), methods[known].long())
 
 
@@ -154,6 +162,7 @@ def multitask_loss(
     edge_weight: float = 0.0,
     photos: torch.Tensor | None = None,
     twin_weight: float = 0.0,
+    focal: float = 0.0,
 ) -> LossTerms:
     act = activation_loss(out.activations, labels)
     seg = segmentation_loss(out.seg_logits, masks, edge_weight)
@@ -165,7 +174,7 @@ def multitask_loss(
         else zero
     )
     dense = dense_activation_loss(out.latent, masks) if dense_weight else zero
-    margin = margin_loss(out.activations, labels) if margin_weight else zero
+    margin = margin_loss(out.activations, labels, focal=focal) if margin_weight else zero
     if twin_weight and photos is None:
         raise ValueError("twin_weight needs the faces' source photos")
     twin = twin_loss(out.activations, labels, photos) if twin_weight else zero

@@ -216,6 +216,14 @@ def test_false_positive_rate_on_frames_of_real_videos(tmp_path):
     assert r["per_video"][0]["video"] == "real.mp4" and len(r["per_video"][0]["frame_p_fake"]) == 4
 
 
+def test_precision_is_refused_for_videos_which_run_the_apps_pipeline(tmp_path, capsys):
+    import train.evaluate as E
+
+    with pytest.raises(SystemExit):
+        E.main(["--videos", str(tmp_path), "--precision", "fp32"])
+    assert "--precision does not apply to --videos" in capsys.readouterr().err
+
+
 def test_calibrate_cli_turns_test_time_flip_on_and_fits_on_mirrored_views(tiny, tmp_path):
     from mtl import load_model
     from train import calibrate

@@ -265,6 +265,27 @@ def test_margin_loss_hand_computed_and_class_balanced():
     assert more_fakes.item() == pytest.approx((real_term + fake_term) / 2, rel=1e-5)
 
 
+def test_margin_loss_focal_modulation_hand_computed():
+    from mtl.losses import margin_loss
+
+    acts = torch.tensor([[0.25, 0.75], [0.5, 0.25], [0.5, 0.25]])  # as above: a real at -0.5, two fakes at +0.25
+    labels = torch.tensor([1, 0, 0])
+    p_real = 1 - 1 / (1 + math.exp(4.0))  # the probability the margin gives each face's true class
+    p_fake = 1 / (1 + math.exp(-2.0))
+    real_term = -math.log(p_real) * (1 - p_real) ** 2
+    fake_term = -math.log(p_fake) * (1 - p_fake) ** 2
+    assert margin_loss(acts, labels, focal=2.0).item() == pytest.approx((real_term + fake_term) / 2, rel=1e-5)
+    assert margin_loss(acts, labels, focal=0.0).item() == pytest.approx(margin_loss(acts, labels).item())
+    # the gradient shifts to the face still ranked wrong: a fake at margin -0.25 against one at +0.5
+    acts = torch.tensor([[0.25, 0.75], [0.25, 0.5], [0.75, 0.25]], requires_grad=True)
+    margin_loss(acts, labels).backward()
+    plain = acts.grad[1:, 0].abs().clone()
+    acts.grad = None
+    margin_loss(acts, labels, focal=2.0).backward()
+    focal = acts.grad[1:, 0].abs()
+    assert focal[1] / focal[0] < 0.1 * (plain[1] / plain[0])
+
+
 def test_multitask_loss_extension_weights():
     x = torch.randn(2, 3, 64, 64)
     m = ClassNSeg()
@@ -296,6 +317,7 @@ def test_twin_loss_ranks_each_forgery_above_its_own_photos_real_crop():
     # no pair in the batch: zero, and still part of the graph
     alone = twin_loss(acts, labels, torch.tensor([1, 2, 3, 4, 5, 6, -1]))
     assert alone.item() == 0 and alone.requires_grad
+    assert math.copysign(1.0, alone.item()) == 1.0  # +0, not -0 (these margins sum negative)
 
     x = torch.randn(2, 3, 64, 64)
     m = ClassNSeg()

@@ -196,20 +196,39 @@ def test_forgeries_made_on_the_fly_are_drawn_afresh_each_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_extension_options_run_and_are_logged(tmp_path, astronaut):
-    """The shipped model's options (no reconstruction arm, margin and dense terms, AdamW) train and log their terms."""
+def test_extension_options_run_and_are_logged(tmp_path, astronaut, monkeypatch):
+    """The shipped model's options (no reconstruction arm, margin and dense terms, AdamW) train and log their terms;
+    the focal modulation reaches the margin loss."""
+    import mtl.losses
+
+    focal_seen = []
+    margin_loss = mtl.losses.margin_loss
+    monkeypatch.setattr(mtl.losses, "margin_loss",
+                        lambda *a, **k: focal_seen.append(k.get("focal")) or margin_loss(*a, **k))
     data = _tiny_dataset(tmp_path / "data", astronaut, n_people=3)
     out = tmp_path / "run"
     train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
                 "--workers", "0", "--no-augment", "--reconstruction-weight", "0", "--margin", "1",
                 "--dense-activation", "1", "--optimizer", "adamw", "--weight-decay", "1e-4", "--by-person",
-                "--edge-weight", "4"])
+                "--edge-weight", "4", "--focal", "2"])
+    assert focal_seen == [2.0, 2.0]  # one margin term a step
     row = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert row["step"] == 2
     assert row["train_reconstruction"] == 0.0
     assert row["train_margin"] > 0 and row["train_dense"] > 0
     assert json.loads((out / "args.json").read_text())["edge_weight"] == 4.0
     assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)
+
+
+def test_focal_needs_the_margin_loss(capsys):
+    from train.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "d", "--out", "o", "--focal", "2"])
+    assert "--focal modulates the margin loss" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "d", "--out", "o", "--margin", "1", "--focal", "-1"])
+    assert parse_args(["--data", "d", "--out", "o", "--margin", "1", "--focal", "2"]).focal == 2.0
 
 
 def test_augmentation_keeps_the_mask_on_the_manipulated_pixels():

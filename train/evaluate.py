@@ -461,7 +461,9 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="evaluate a seeded random subset of N rows of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16"))
+    p.add_argument("--precision", choices=("fp32", "auto", "bf16"),
+                   help="the network's precision for --data, --images and --pair (default fp32); --videos runs the "
+                        "app's own pipeline, which picks it as the app does (bf16 where the CPU has it)")
     p.add_argument("--images", nargs="+", metavar="DIR_OR_FILE", help="real images: report the false-positive rate")
     p.add_argument("--videos", nargs="+", metavar="DIR_OR_FILE",
                    help="real videos: false-positive rate on their frames (see --every)")
@@ -475,6 +477,10 @@ def main(argv=None) -> int:
         p.error("give exactly one of --data ROOT, --images ..., --videos ..., --pair")
     if args.scores and args.data is None:
         p.error("--scores goes with --data")
+    if args.videos and args.precision:
+        p.error("--precision does not apply to --videos: their frames go through the app's own pipeline, as a user's "
+                "would, in the precision the app picks")
+    args.precision = args.precision or "fp32"
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     models = load_models(args.model, args.authors, args.authors_name, names=args.name)
 

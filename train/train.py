@@ -85,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="weight of the paper's activation loss (1 = the paper's recipe)")
     p.add_argument("--margin", type=float, default=0.0, metavar="W",
                    help="weight of a class-balanced cross-entropy on the halves' margin (0 = the paper's recipe)")
+    p.add_argument("--focal", type=float, default=0.0, metavar="G",
+                   help="focal modulation (1 - p)^G of the margin loss: the gradient goes to the faces still missed "
+                        "(0 = plain cross-entropy; needs --margin)")
     p.add_argument("--edge-weight", type=float, default=0.0, metavar="W",
                    help="count the segmentation loss's pixels within 4 px of the mask's edge 1+W times, where a blend "
                         "leaves its traces (Face X-ray's boundary; 0 = the paper's recipe)")
@@ -125,6 +128,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.pretrained and args.init:
         p.error("--pretrained starts an encoder from ImageNet; --init starts from a checkpoint: give one of them")
+    if args.focal and not args.margin:
+        p.error("--focal modulates the margin loss: give --margin W too")
+    if args.focal < 0:
+        p.error("--focal must be 0 or more")
     return args
 
 
@@ -438,7 +445,7 @@ def train(args) -> Path:
                                        reconstruction_weight=args.reconstruction_weight,
                                        margin_weight=args.margin, activation_weight=args.activation_weight,
                                        edge_weight=args.edge_weight, photos=batch["photo"].to(device),
-                                       twin_weight=args.twin_weight)
+                                       twin_weight=args.twin_weight, focal=args.focal)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
