@@ -203,8 +203,12 @@ def test_extension_options_run_and_are_logged(tmp_path, astronaut, monkeypatch):
 
     focal_seen = []
     margin_loss = mtl.losses.margin_loss
-    monkeypatch.setattr(mtl.losses, "margin_loss",
-                        lambda *a, **k: focal_seen.append(k.get("focal")) or margin_loss(*a, **k))
+
+    def recording_margin_loss(*args, **kwargs):
+        focal_seen.append(kwargs.get("focal"))
+        return margin_loss(*args, **kwargs)
+
+    monkeypatch.setattr(mtl.losses, "margin_loss", recording_margin_loss)
     data = _tiny_dataset(tmp_path / "data", astronaut, n_people=3)
     out = tmp_path / "run"
     train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
