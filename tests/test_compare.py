@@ -127,6 +127,16 @@ def test_scores_file_from_evaluate_and_compare_cli(tmp_path, random_checkpoint, 
     assert list(joined["models"]) == ["ckpt", "ckpt.2", "ckpt.3", "ckpt.2.2"]  # a taken name gets a suffix
     np.testing.assert_array_equal(joined["models"]["ckpt.3"], table["models"]["ckpt"])
     assert C.main([str(scores), str(again), "--model", "ckpt.3", "--boot", "20"]) == 0
+    # a train.pack copy's names (folder and extension changed) join by file name, and only when asked to
+    packed = tmp_path / "packed.csv"
+    packed.write_text("\n".join([lines[0], *("p000/" + line.replace(".png,", ".webp,", 1)
+                                              for line in reversed(lines[1:]))]) + "\n")
+    assert C.read_scores(packed)["image"][-1] == "p000/images/0.webp"
+    with pytest.raises(SystemExit):
+        C.main([str(scores), str(packed)])
+    by_stem = C.join_scores([C.read_scores(scores), C.read_scores(packed)], by="stem")
+    np.testing.assert_array_equal(by_stem["models"]["ckpt.3"], table["models"]["ckpt"])
+    assert C.main([str(scores), str(packed), "--by", "stem", "--model", "ckpt.3", "--boot", "20"]) == 0
     other = tmp_path / "other.csv"
     other.write_text("\n".join(lines[:-1]) + "\n")  # one image short
     with pytest.raises(SystemExit):

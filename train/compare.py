@@ -4,6 +4,7 @@
     python -m train.compare scores.csv                  # every other model against the first column
     python -m train.compare scores.csv --base A --model B [--boot 2000] [--json out.json]
     python -m train.compare a.csv b.csv                 # models scored in separate runs, joined by image
+    python -m train.compare a.csv packed.csv --by stem  # ... or by file name: a build against its train.pack copy
     python -m train.evaluate --videos DIR --model A --model B --json videos.json
     python -m train.compare --videos videos.json        # real clip frames flagged, pairwise (several files join)
     python -m train.compare --videos videos.json --matched val.csv   # ... and at matched detection rates
@@ -37,7 +38,7 @@ import csv
 import json
 import math
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -169,17 +170,31 @@ def unique_name(name: str, taken) -> str:
     return key
 
 
-def join_scores(tables: list[dict]) -> dict:
+def image_stem(path: str) -> str:
+    """An image's file name without its folder or extension: how a ``train.pack`` copy's
+    ``p000/images/X.webp`` is known as the original build's ``images/X.jpg``."""
+    return PurePosixPath(path).stem
+
+
+def join_scores(tables: list[dict], by: str = "image") -> dict:
     """Several scores tables of the same images (e.g. checkpoints scored in separate runs) as one, rows in the
-    first table's order; a model name seen before gets a suffix (".2", ".3", ...)."""
+    first table's order; a model name seen before gets a suffix (".2", ".3", ...). ``by="stem"`` matches the
+    images by file name alone (``image_stem``), e.g. a build and its ``train.pack`` copy, re-encoded and renamed;
+    each name must then occur once in every table."""
+    key = image_stem if by == "stem" else (lambda img: img)
+    keys = [key(img) for img in tables[0]["image"]]
+    where = {k: i for i, k in enumerate(keys)}
+    if len(where) != len(keys):
+        raise ValueError("two images of the first scores file share a file name: they cannot be matched by it")
     joined = {k: v for k, v in tables[0].items() if k != "models"}
     joined["models"] = dict(tables[0]["models"])
-    where = {img: i for i, img in enumerate(tables[0]["image"])}
     for t in tables[1:]:
-        if len(t["image"]) != len(where) or not all(img in where for img in t["image"]):
-            raise ValueError("the scores files do not hold the same images")
+        t_keys = [key(img) for img in t["image"]]
+        if len(t_keys) != len(where) or set(t_keys) != set(where):
+            raise ValueError("the scores files do not hold the same images"
+                             + ("" if by == "stem" else " (if one is a train.pack copy, try --by stem)"))
         order = np.empty(len(where), dtype=np.int64)
-        order[[where[img] for img in t["image"]]] = np.arange(len(where))
+        order[[where[k] for k in t_keys]] = np.arange(len(where))
         for name, p in t["models"].items():
             joined["models"][unique_name(name, joined["models"])] = p[order]
     return joined
@@ -276,6 +291,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scores", type=Path, nargs="*",
                    help="CSV(s) written by python -m train.evaluate --scores on the same images (joined by image)")
+    p.add_argument("--by", choices=("image", "stem"), default="image",
+                   help="join several CSVs by the image's path (default) or by its file name without folder or "
+                        "extension, e.g. a build against its train.pack copy")
     p.add_argument("--videos", type=Path, nargs="+", metavar="JSON",
                    help="instead: compare real clip frames flagged, from python -m train.evaluate --videos ... --json")
     p.add_argument("--matched", type=Path, metavar="CSV",
@@ -332,7 +350,7 @@ def main(argv=None) -> int:
                 out.append({"model": n, "matched": str(args.matched), "rows": rows})
     else:
         try:
-            table = join_scores([read_scores(f) for f in args.scores])
+            table = join_scores([read_scores(f) for f in args.scores], by=args.by)
         except ValueError as err:
             p.error(f"{source}: {err}")
         base, others = pick(list(table["models"]), source)
