@@ -137,6 +137,9 @@ def test_scores_file_from_evaluate_and_compare_cli(tmp_path, random_checkpoint, 
     by_stem = C.join_scores([C.read_scores(scores), C.read_scores(packed)], by="stem")
     np.testing.assert_array_equal(by_stem["models"]["ckpt.3"], table["models"]["ckpt"])
     assert C.main([str(scores), str(packed), "--by", "stem", "--model", "ckpt.3", "--boot", "20"]) == 0
+    twice = {"image": np.array(["a/x.png", "b/x.png"]), "models": {"m": np.array([0.1, 0.2])}}
+    with pytest.raises(ValueError, match="same file name"):  # two folders' x.png: no way to tell them apart
+        C.join_scores([twice, twice], by="stem")
     other = tmp_path / "other.csv"
     other.write_text("\n".join(lines[:-1]) + "\n")  # one image short
     with pytest.raises(SystemExit):

@@ -185,7 +185,8 @@ def join_scores(tables: list[dict], by: str = "image") -> dict:
     keys = [key(img) for img in tables[0]["image"]]
     where = {k: i for i, k in enumerate(keys)}
     if len(where) != len(keys):
-        raise ValueError("two images of the first scores file share a file name: they cannot be matched by it")
+        raise ValueError(f"two rows of the first scores file have the same {'file name' if by == 'stem' else 'image'}"
+                         ": they cannot be matched")
     joined = {k: v for k, v in tables[0].items() if k != "models"}
     joined["models"] = dict(tables[0]["models"])
     for t in tables[1:]:
