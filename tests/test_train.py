@@ -224,14 +224,20 @@ def test_extension_options_run_and_are_logged(tmp_path, astronaut, monkeypatch):
     assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)
 
 
+def _assert_refused(capsys, argv: list[str], why: str) -> None:
+    """The trainer's options ``argv`` are refused as a usage error that says ``why``, before any data is read."""
+    from train.train import parse_args
+
+    with pytest.raises(SystemExit) as refused:
+        parse_args(argv)
+    assert refused.value.code == 2 and why in capsys.readouterr().err
+
+
 def test_focal_needs_the_margin_loss(capsys):
     from train.train import parse_args
 
-    with pytest.raises(SystemExit):
-        parse_args(["--data", "d", "--out", "o", "--focal", "2"])
-    assert "--focal modulates the margin loss" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        parse_args(["--data", "d", "--out", "o", "--margin", "1", "--focal", "-1"])
+    _assert_refused(capsys, ["--data", "d", "--out", "o", "--focal", "2"], "--focal modulates the margin loss")
+    _assert_refused(capsys, ["--data", "d", "--out", "o", "--margin", "1", "--focal", "-1"], "--focal must be 0")
     assert parse_args(["--data", "d", "--out", "o", "--margin", "1", "--focal", "2"]).focal == 2.0
 
 
@@ -259,7 +265,7 @@ def test_augmentation_keeps_the_mask_on_the_manipulated_pixels():
     assert 2 <= margins <= 20  # about one crop in five runs past the frame's edge
 
 
-def test_augmentation_without_video_degradation_keeps_the_finest_detail(tmp_path, astronaut, monkeypatch):
+def test_augmentation_without_video_degradation_keeps_the_finest_detail(tmp_path, astronaut, monkeypatch, capsys):
     """``video=False`` never scales the face down, blurs it or sends it through H.264, and its JPEG step keeps
     quality 70 or more; the default does all of these (so the counts below can fail)."""
     import train.data as data
@@ -286,9 +292,8 @@ def test_augmentation_without_video_degradation_keeps_the_finest_detail(tmp_path
     assert clean.augment and not clean.video
     assert build_datasets(parse_args(["--data", str(root), "--out", str(tmp_path / "run")]))[0].video
     for flags in (["--h264", "0.4"], ["--no-augment"]):
-        with pytest.raises(SystemExit, match="--no-video-degradation"):
-            build_datasets(parse_args(["--data", str(root), "--out", str(tmp_path / "run"),
-                                       "--no-video-degradation", *flags]))
+        _assert_refused(capsys, ["--data", str(root), "--out", "o", "--no-video-degradation", *flags],
+                        "--no-video-degradation leaves H.264 out")
 
 
 @pytest.mark.slow
@@ -331,7 +336,7 @@ def test_a_checkpoint_without_a_method_head_gets_a_fresh_one_and_keeps_its_weigh
         assert torch.allclose(plain.predict(x).p_fake, headed.predict(x).p_fake)
 
 
-def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path, astronaut):
+def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path, astronaut, capsys):
     from train.train import build_datasets, oversample, parse_args, parse_oversample
 
     rows = [dict(label="real", method="", person="a"), dict(label="fake", method="selfblend", person="a"),
@@ -350,9 +355,8 @@ def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path
     labels = [r["label"] for r in train_set.rows]
     assert labels.count("real") == 12 and labels.count("fake") == 24
     assert len(val_set) == 24  # validation is never oversampled
-    with pytest.raises(SystemExit, match="--data"):
-        build_datasets(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--oversample",
-                                   "selfblend=2"]))
+    _assert_refused(capsys, ["--faces", str(tmp_path), "--out", "o", "--oversample", "selfblend=2"],
+                    "--oversample repeats rows of a built dataset: give --data")
 
 
 def _assert_same_outputs(plain, widened) -> torch.Tensor:
@@ -455,7 +459,7 @@ def test_resuming_with_another_schedule_says_how_the_learning_rate_jumps(saved_s
     assert says in out and moves in out and "--init" in out
 
 
-def test_paired_augmentation_gives_a_photo_and_its_forgeries_one_draw_per_epoch(tmp_path, astronaut):
+def test_paired_augmentation_gives_a_photo_and_its_forgeries_one_draw_per_epoch(tmp_path, astronaut, capsys):
     from train.data import ManifestDataset, PairedAugmentDataset, source_photo
     from train.train import build_datasets, oversample, parse_args
 
@@ -494,13 +498,12 @@ def test_paired_augmentation_gives_a_photo_and_its_forgeries_one_draw_per_epoch(
     reseeded = build_datasets(parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment",
                                           "--seed", "7"]))[0]
     assert not torch.equal(reseeded[0]["image"], paired_set[0]["image"])  # --seed changes the draws
-    with pytest.raises(SystemExit, match="--paired-augment"):
-        build_datasets(parse_args(["--faces", str(tmp_path), "--out", str(tmp_path / "run"), "--paired-augment"]))
+    _assert_refused(capsys, ["--faces", str(tmp_path), "--out", "o", "--paired-augment"],
+                    "--paired-augment pairs the crops of a built dataset")
 
 
-def test_items_name_their_source_photo_and_the_twin_loss_trains(tmp_path, astronaut):
+def test_items_name_their_source_photo_and_the_twin_loss_trains(tmp_path, astronaut, capsys):
     from train.data import NO_TWIN, ManifestDataset, _item
-    from train.train import build_datasets, parse_args
 
     data = _tiny_dataset(tmp_path / "data", astronaut)  # crops named p<person>_<k>_<real|fake>: one photo a person
     items = ManifestDataset(data, "train")
@@ -515,8 +518,7 @@ def test_items_name_their_source_photo_and_the_twin_loss_trains(tmp_path, astron
     # a face forged on the fly (ForgeDataset) has no twin
     assert int(_item(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), 1, -1)["photo"]) == NO_TWIN
 
-    with pytest.raises(SystemExit, match="--by-person"):
-        build_datasets(parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--twin-weight", "1"]))
+    _assert_refused(capsys, ["--data", str(data), "--out", "o", "--twin-weight", "1"], "give --data and --by-person")
     out = tmp_path / "run"
     train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--workers", "0",
                 "--no-augment", "--seed", "0", "--by-person", "--twin-weight", "1", "--reconstruction-weight", "0"])

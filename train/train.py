@@ -126,13 +126,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default=None,
                    help="model name stored in config.json (default: OUT's name; with --init, that checkpoint's)")
     args = p.parse_args(argv)
-    if args.pretrained and args.init:
-        p.error("--pretrained starts an encoder from ImageNet; --init starts from a checkpoint: give one of them")
-    if args.focal and not args.margin:
-        p.error("--focal modulates the margin loss: give --margin W too")
-    if args.focal < 0:
-        p.error("--focal must be 0 or more")
+    clash = option_clash(args)
+    if clash:
+        p.error(clash)
     return args
+
+
+def option_clash(args: argparse.Namespace) -> str | None:
+    """Why these options cannot go together (None if they can). Only what needs no data is checked here, so that a
+    clash stops the run before anything is read."""
+    if args.pretrained and args.init:
+        return "--pretrained starts an encoder from ImageNet; --init starts from a checkpoint: give one of them"
+    if args.focal and not args.margin:
+        return "--focal modulates the margin loss: give --margin W too"
+    if args.focal < 0:
+        return "--focal must be 0 or more"
+    if args.paired_augment and not args.data:
+        return "--paired-augment pairs the crops of a built dataset: give --data"
+    if args.twin_weight and not (args.data and args.by_person):
+        return ("--twin-weight ranks a forgery above its photo's real crop in the same batch: give --data and "
+                "--by-person")
+    if args.no_video_degradation and (args.h264 or args.no_augment):
+        return ("--no-video-degradation leaves H.264 out of the augmentation: drop --h264 (and it needs the "
+                "augmentation that --no-augment turns off)")
+    if args.oversample and not args.data:
+        return ("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with --faces are "
+                "drawn afresh every epoch)")
+    return None
 
 
 # -- distributed -----------------------------------------------------------------------------------------------------
@@ -186,18 +206,7 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
     from .data import ManifestDataset, PairedAugmentDataset, read_manifest
 
     repeats = parse_oversample(args.oversample)
-    if args.paired_augment and not args.data:
-        raise SystemExit("--paired-augment pairs the crops of a built dataset: give --data")
-    if args.twin_weight and not (args.data and args.by_person):
-        raise SystemExit("--twin-weight ranks a forgery above its photo's real crop in the same batch: give --data "
-                         "and --by-person")
-    if args.no_video_degradation and (args.h264 or args.no_augment):
-        raise SystemExit("--no-video-degradation leaves H.264 out of the augmentation: drop --h264 (and it needs the "
-                         "augmentation that --no-augment turns off)")
     train_class = PairedAugmentDataset if args.paired_augment else ManifestDataset
-    if repeats and not args.data:
-        raise SystemExit("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with "
-                         "--faces are drawn afresh every epoch)")
     train_sets, val_sets = [], []
     for root in args.data:
         rows = oversample(read_manifest(root, "train"), repeats)
