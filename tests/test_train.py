@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from mtl import ClassNSeg, load_model
+from mtl.constants import FAMILIES
 from train.train import main as train_main
 
 
@@ -214,8 +215,8 @@ def test_extension_options_run_and_are_logged(tmp_path, astronaut, monkeypatch):
     train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
                 "--workers", "0", "--no-augment", "--reconstruction-weight", "0", "--margin", "1",
                 "--dense-activation", "1", "--optimizer", "adamw", "--weight-decay", "1e-4", "--by-person",
-                "--edge-weight", "4", "--focal", "2"])
-    assert focal_seen == [2.0, 2.0]  # one margin term a step
+                "--edge-weight", "4", "--focal", "2", "--interleave", "selfblend=2"])
+    assert focal_seen == [2.0, 2.0]  # one margin term a step: a main batch, then one of self-blend pairs
     row = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert row["step"] == 2
     assert row["train_reconstruction"] == 0.0
@@ -337,7 +338,7 @@ def test_a_checkpoint_without_a_method_head_gets_a_fresh_one_and_keeps_its_weigh
 
 
 def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path, astronaut, capsys):
-    from train.train import build_datasets, oversample, parse_args, parse_oversample
+    from train.train import build_datasets, oversample, parse_args
 
     rows = [dict(label="real", method="", person="a"), dict(label="fake", method="selfblend", person="a"),
             dict(label="fake", method="deepfake", person="a"), dict(label="real", method="", person="b")]
@@ -345,9 +346,9 @@ def test_oversample_repeats_one_familys_fakes_and_keeps_people_together(tmp_path
     assert [r["method"] for r in out] == ["", "selfblend", "selfblend", "selfblend", "deepfake", ""]
     assert oversample(rows, {}) == rows
     assert [r["method"] for r in oversample(rows, {"deepfake": 0})] == ["", "selfblend", ""]  # 0 leaves it out
-    for bad in (["selfblend"], ["selfblend=-1"], ["nosuch=2"], ["deepfake=x"]):
-        with pytest.raises(SystemExit, match="--oversample"):
-            parse_oversample(bad)
+    for bad in ("selfblend", "selfblend=-1", "nosuch=2", "deepfake=x"):
+        _assert_refused(capsys, ["--data", "d", "--out", "o", "--oversample", bad], "expected FAMILY=K")
+    assert parse_args(["--data", "d", "--out", "o", "--oversample", "deepfake=0"]).oversample == [("deepfake", 0)]
 
     data = _tiny_dataset(tmp_path / "data", astronaut)  # train split: 12 reals and 12 self-blends
     args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--oversample", "selfblend=2"])
@@ -536,3 +537,83 @@ def test_a_resumed_run_keeps_its_log_columns_when_a_newer_version_logs_more(tmp_
         rows = list(csv.DictReader(f))
     assert rows[1] == {"epoch": "2", "train_total": "1.5", "val_auc": "0.9"}  # aligned under the file's header
     assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[1])["train_twin"] == 0.1
+
+
+def test_family_pairs_are_a_familys_forgeries_with_their_photos_real_crops():
+    from train.data import family_pairs
+
+    rows = [dict(image=f"images/{photo}_{k}_{kind}.jpg", label="real" if kind == "real" else "fake",
+                 method="" if kind == "real" else kind)
+            for photo, kinds in [("a", ["real", "selfblend", "reenact"]), ("b", ["real", "deepfake"]),
+                                 ("c", ["real", "selfblend"])]
+            for k, kind in enumerate(kinds)]
+    assert [r["image"] for r in family_pairs(rows, "selfblend")] == [
+        "images/a_0_real.jpg", "images/a_1_selfblend.jpg", "images/c_0_real.jpg", "images/c_1_selfblend.jpg"]
+    assert family_pairs(rows, "faceswap") == []
+
+
+def test_interleaved_batches_give_every_kth_batch_to_the_pairs_and_cycle_through_them():
+    from train.data import InterleavedBatches, ShuffledBatches
+
+    def make(every):
+        return InterleavedBatches(ShuffledBatches(20, 4, seed=1), ShuffledBatches(12, 4, seed=2), every, offset=20)
+
+    batches = make(2)
+    stream = []  # the pairs' batches in the order they are meant to come: pass after pass, each reshuffled
+    for n in range(4):
+        pairs = ShuffledBatches(12, 4, seed=2)
+        pairs.set_epoch(n)
+        stream.extend([[i + 20 for i in b] for b in pairs])
+    epochs = []
+    for epoch in range(2):
+        batches.set_epoch(epoch)
+        epochs.append(list(batches))
+        assert len(epochs[-1]) == len(batches) == 10  # 5 main batches, a batch of pairs after each
+        main = ShuffledBatches(20, 4, seed=1)
+        main.set_epoch(epoch)
+        assert epochs[-1][0::2] == list(main)
+        assert epochs[-1][1::2] == stream[5 * epoch:5 * epoch + 5]  # epoch 1 carries on where epoch 0 stopped
+    assert sorted(i for b in epochs[0][1:7:2] for i in b) == list(range(20, 32))  # one whole pass of the pairs
+    again = make(2)
+    again.set_epoch(1, skip=3)
+    assert list(again) == epochs[1][3:]  # the order follows from the seed and the epoch; a resumed epoch skips
+    third = make(3)
+    third.set_epoch(0)
+    kinds = ["pairs" if min(b) >= 20 else "main" for b in third]
+    assert kinds == ["main", "main", "pairs", "main", "main", "pairs", "main"] and len(third) == 7
+    with pytest.raises(ValueError, match="fewer samples than one batch"):
+        InterleavedBatches(ShuffledBatches(20, 4), ShuffledBatches(3, 4), 2, offset=20)
+
+
+def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_path, astronaut, capsys):
+    from train.train import build_datasets, make_train_loader, parse_args
+
+    data = _tiny_dataset(tmp_path / "data", astronaut)  # train: people p0 and p1, 6 reals and 6 self-blends each
+    with open(data / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:  # p1's forgeries become deepfakes: the pairs are p0's alone
+        if row["person"] == "p1" and row["label"] == "fake":
+            row["method"] = "deepfake"
+    with open(data / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--by-person", "--batch-size", "4",
+                       "--workers", "0", "--h264", "0.4", "--interleave", "selfblend=2"])
+    train_set, val_set = build_datasets(args)
+    main, pairs = train_set.datasets
+    assert len(main) == 24 and main.video and main.h264 == 0.4
+    assert len(pairs) == 12 and {r["person"] for r in pairs.rows} == {"p0"} and pairs.augment and not pairs.video
+    assert len(val_set) == 24  # validation as without the option
+    loader = make_train_loader(args, train_set)
+    for k, batch in enumerate(loader.batch_sampler):
+        held = [train_set[i] for i in batch]
+        if k % 2:
+            assert min(batch) >= 24 and all(int(x["method"]) in (-1, FAMILIES.index("selfblend")) for x in held)
+        else:
+            assert max(batch) < 24
+    for bad in ("selfblend=1", "nosuch=2", "selfblend"):
+        _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", bad], "expected FAMILY=K")
+    _assert_refused(capsys, ["--faces", str(data), "--out", "o", "--interleave", "selfblend=2"], "give one --data")
+    _assert_refused(capsys, ["--data", "a", "--data", "b", "--out", "o", "--interleave", "selfblend=2"],
+                    "give one --data")

@@ -63,6 +63,14 @@ def photo_id(root, row: dict) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 2
 
 
+def family_pairs(rows: list[dict], family: str) -> list[dict]:
+    """The forgeries of ``family`` among ``rows`` and the real crops of the photos they were made from
+    (``source_photo``), in the rows' order: a training set where a real crop and its forgery differ only by that
+    family's manipulation."""
+    photos = {source_photo(r) for r in rows if r["label"] != "real" and r["method"] == family}
+    return [r for r in rows if source_photo(r) in photos and (r["label"] == "real" or r["method"] == family)]
+
+
 def read_manifest(root: str | Path, split: str | None = None) -> list[dict]:
     with open(Path(root) / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -358,6 +366,51 @@ class PersonBatchSampler(EpochBatches):
         """Batches in a whole epoch (a resumed epoch yields fewer)."""
         n = sum(len(g) for g in self.groups)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class InterleavedBatches(EpochBatches):
+    """The batches of ``main`` with one batch of ``pure`` after every ``every - 1`` of them (``every`` 2: every
+    other batch), the indices of ``pure`` shifted by ``offset`` (its place in a ``ConcatDataset`` after the main set).
+
+    ``pure`` runs on as one endless stream across the main epochs, each of its passes reshuffled: epoch ``e`` takes
+    the next ``len(main) // (every - 1)`` of its batches, so a family smaller than the whole set is cycled through
+    in turn rather than its first batches seen over and over. The order still follows from the seed and the epoch
+    alone, as a resumed run needs.
+    """
+
+    def __init__(self, main: EpochBatches, pure: EpochBatches, every: int, offset: int):
+        if every < 2:
+            raise ValueError("every must be 2 or more (every batch pure is a dataset of that family alone)")
+        if len(pure) == 0:
+            raise ValueError("the interleaved set has fewer samples than one batch")
+        self.main, self.pure, self.every, self.offset = main, pure, every, offset
+
+    def _pure_share(self, main_batches: int) -> int:
+        return main_batches // (self.every - 1)
+
+    def _batches(self) -> list[list[int]]:
+        self.main.set_epoch(self.epoch)
+        main = self.main._batches()
+        wanted = self._pure_share(len(main))
+        per_pass = len(self.pure)
+        first = self.epoch * wanted  # where this epoch starts in the endless stream of pure batches
+        pure: list[list[int]] = []
+        for n in range(first // per_pass, (first + wanted - 1) // per_pass + 1):
+            self.pure.set_epoch(n)
+            pure.extend(self.pure._batches())
+        start = first - (first // per_pass) * per_pass
+        pure = [[i + self.offset for i in b] for b in pure[start:start + wanted]]
+        out, taken = [], 0
+        for k, batch in enumerate(main, 1):
+            out.append(batch)
+            if k % (self.every - 1) == 0 and taken < len(pure):
+                out.append(pure[taken])
+                taken += 1
+        return out
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch (a resumed epoch yields fewer)."""
+        return len(self.main) + self._pure_share(len(self.main))
 
 
 class ShuffledBatches(EpochBatches):

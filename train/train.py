@@ -107,9 +107,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-limit", type=int, default=0, help="validate on at most this many samples (0 = all)")
     p.add_argument("--target-fpr", type=float, default=0.01, help="calibration: FPR on validation reals")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--oversample", action="append", default=[], metavar="FAMILY=K",
+    p.add_argument("--oversample", action="append", type=family_count, default=[], metavar="FAMILY=K",
                    help="repeat the training fakes of a family K times per epoch, 0 to leave them out "
                         "(repeatable; --data sets only)")
+    p.add_argument("--interleave", type=family_every, metavar="FAMILY=K",
+                   help="every K-th training batch (K >= 2) holds only FAMILY's forgeries and their photos' real "
+                        "crops, with the mild augmentation of --no-video-degradation, the rest as the options say: "
+                        "faint evidence gets batches of its own and crops that keep it (one --data set)")
     p.add_argument("--paired-augment", action="store_true",
                    help="a photo's real crop and its forgeries get the same augmentation each epoch, so they differ "
                         "only by the manipulation (as Self-Blended Images' pairs; needs --data)")
@@ -149,6 +153,8 @@ def option_clash(args: argparse.Namespace) -> str | None:
     if args.no_video_degradation and (args.h264 or args.no_augment):
         return ("--no-video-degradation leaves H.264 out of the augmentation: drop --h264 (and it needs the "
                 "augmentation that --no-augment turns off)")
+    if args.interleave and len(args.data) != 1:
+        return "--interleave draws a family's pairs from one built dataset: give one --data"
     if args.oversample and not args.data:
         return ("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with --faces are "
                 "drawn afresh every epoch)")
@@ -178,15 +184,24 @@ def seed_everything(seed: int) -> None:
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
-def parse_oversample(specs: list[str]) -> dict[str, int]:
-    """``["selfblend=2"]`` -> ``{"selfblend": 2}``; unknown families and negative counts are errors."""
-    repeats = {}
-    for spec in specs:
-        family, _, k = spec.partition("=")
-        if family not in FAMILIES or not k.isdigit():
-            raise SystemExit(f"--oversample {spec!r}: expected FAMILY=K with FAMILY one of {FAMILIES} and K >= 0")
-        repeats[family] = int(k)
-    return repeats
+def family_spec(spec: str, least: int) -> tuple[str, int]:
+    """``"selfblend=2"`` -> ``("selfblend", 2)``: a known family and a whole K of at least ``least`` (an argparse
+    ``type``, so that a malformed value is a usage error before anything is read)."""
+    family, _, k = spec.partition("=")
+    if family not in FAMILIES or not k.isdigit() or int(k) < least:
+        raise argparse.ArgumentTypeError(f"expected FAMILY=K with FAMILY one of {', '.join(FAMILIES)} and "
+                                         f"K >= {least}")
+    return family, int(k)
+
+
+def family_count(spec: str) -> tuple[str, int]:
+    """``--oversample``'s value: K >= 0 copies (0 leaves the family out)."""
+    return family_spec(spec, least=0)
+
+
+def family_every(spec: str) -> tuple[str, int]:
+    """``--interleave``'s value: every K-th batch, K >= 2 (every batch would be a dataset of the family alone)."""
+    return family_spec(spec, least=2)
 
 
 def oversample(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
@@ -203,15 +218,19 @@ def oversample(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
 
 
 def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-    from .data import ManifestDataset, PairedAugmentDataset, read_manifest
+    from .data import ManifestDataset, PairedAugmentDataset, family_pairs, read_manifest
 
-    repeats = parse_oversample(args.oversample)
+    repeats = dict(args.oversample)
     train_class = PairedAugmentDataset if args.paired_augment else ManifestDataset
     train_sets, val_sets = [], []
     for root in args.data:
         rows = oversample(read_manifest(root, "train"), repeats)
         train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264, rows=rows,
                                       seed=args.seed, video=not args.no_video_degradation))
+        if args.interleave:  # after the main set: make_train_loader gives it every K-th batch
+            pairs = family_pairs(read_manifest(root, "train"), args.interleave[0])
+            train_sets.append(train_class(root, "train", augment=not args.no_augment, rows=pairs, seed=args.seed,
+                                          video=False))
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
@@ -526,19 +545,34 @@ def _tally(sums: dict, seen: int, correct: int, t0: float) -> dict:
 
 def make_train_loader(args, train_set, rank: int = 0, world: int = 1, device=torch.device("cpu")) -> DataLoader:
     """The training loader, its batch order fixed by the seed and the epoch (``begin_epoch``)."""
-    from .data import PersonBatchSampler, ShuffledBatches
+    from .data import InterleavedBatches
 
     # workers keep a copy of the dataset: one that forges on the fly must be copied afresh each epoch to see it
     persistent = args.workers > 0 and not _epoch_datasets(train_set)
     common = dict(num_workers=args.workers, persistent_workers=persistent, pin_memory=device.type == "cuda")
-    if args.by_person:
-        if world > 1 or not hasattr(train_set, "rows"):
-            raise SystemExit("--by-person needs one --data set and a single process")
-        people = [row["person"] for row in train_set.rows]
-        return DataLoader(train_set, batch_sampler=PersonBatchSampler(people, args.batch_size, args.seed), **common)
-    shard = DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
-    batches = ShuffledBatches(len(train_set), args.batch_size, args.seed, indices=shard)
+    if args.interleave:
+        main, pairs = train_set.datasets  # build_datasets puts the family's pairs last
+        family, every = args.interleave
+        try:
+            batches = InterleavedBatches(_batches_of(args, main, rank, world), _batches_of(args, pairs, rank, world),
+                                         every, offset=len(main))
+        except ValueError as e:
+            raise SystemExit(f"--interleave {family}={every}: {len(pairs)} {family} pairs: {e}") from e
+    else:
+        batches = _batches_of(args, train_set, rank, world)
     return DataLoader(train_set, batch_sampler=batches, **common)
+
+
+def _batches_of(args, dataset, rank: int, world: int):
+    """The batch sampler for one training set: whole people (``--by-person``) or shuffled, a process's share."""
+    from .data import PersonBatchSampler, ShuffledBatches
+
+    if args.by_person:
+        if world > 1 or not hasattr(dataset, "rows"):
+            raise SystemExit("--by-person needs one --data set and a single process")
+        return PersonBatchSampler([row["person"] for row in dataset.rows], args.batch_size, args.seed)
+    shard = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
+    return ShuffledBatches(len(dataset), args.batch_size, args.seed, indices=shard)
 
 
 def begin_epoch(loader: DataLoader, train_set, epoch: int, skip: int = 0) -> None:
