@@ -81,6 +81,11 @@ def test_person_batches_keep_people_together():
         sampler.set_epoch(epoch)
         later.append(list(sampler))
     assert any(b != batches for b in later)  # people are reshuffled from epoch to epoch
+    # a person with more crops than a batch (FaceForensics++'s video frames) fills several batches, none is lost
+    sampler = PersonBatchSampler(["a"] * 9 + ["b"] * 2 + ["c"] * 5, batch_size=4, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 4 and all(len(b) == 4 for b in batches)
+    assert len({i for b in batches for i in b}) == 16
 
 
 def test_batch_orders_follow_the_seed_and_the_epoch_and_a_resumed_epoch_skips_what_was_done():

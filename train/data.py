@@ -355,7 +355,7 @@ class PersonBatchSampler(EpochBatches):
         batches, batch = [], []
         for g in rng.permutation(len(self.groups)):
             batch.extend(self.groups[g])
-            if len(batch) >= self.batch_size:
+            while len(batch) >= self.batch_size:  # a person with more crops than a batch fills several
                 batches.append(batch[: self.batch_size])
                 batch = batch[self.batch_size:]
         if batch and not self.drop_last:
@@ -391,21 +391,18 @@ class InterleavedBatches(EpochBatches):
     def _batches(self) -> list[list[int]]:
         self.main.set_epoch(self.epoch)
         main = self.main._batches()
-        wanted = self._pure_share(len(main))
-        per_pass = len(self.pure)
+        wanted, per_pass = self._pure_share(len(main)), len(self.pure)
         first = self.epoch * wanted  # where this epoch starts in the endless stream of pure batches
-        pure: list[list[int]] = []
-        for n in range(first // per_pass, (first + wanted - 1) // per_pass + 1):
+        stream: list[list[int]] = []
+        for n in range(first // per_pass, (first + wanted - 1) // per_pass + 1):  # the passes it reaches into
             self.pure.set_epoch(n)
-            pure.extend(self.pure._batches())
-        start = first - (first // per_pass) * per_pass
-        pure = [[i + self.offset for i in b] for b in pure[start:start + wanted]]
-        out, taken = [], 0
+            stream.extend(self.pure._batches())
+        pure = iter(stream[first % per_pass:first % per_pass + wanted])
+        out = []
         for k, batch in enumerate(main, 1):
             out.append(batch)
-            if k % (self.every - 1) == 0 and taken < len(pure):
-                out.append(pure[taken])
-                taken += 1
+            if k % (self.every - 1) == 0:
+                out.append([i + self.offset for i in next(pure)])
         return out
 
     def __len__(self) -> int:
