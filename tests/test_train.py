@@ -324,6 +324,14 @@ def test_the_same_script_trains_under_torchrun(tmp_path, astronaut):
     # 24 training samples (2 people x 12) split over 2 ranks at 4 per batch: 3 optimiser steps per epoch, not 6
     assert [row["step"] for row in log] == [3, 6]
     assert load_model(out / "best").predict(torch.zeros(1, 3, 256, 256)).p_fake.shape == (1,)
+    # --interleave: each rank takes its share of the self-blend pairs too, a batch of them after each main batch
+    paired = tmp_path / "paired"
+    result = subprocess.run(cmd[:cmd.index("--out") + 1] + [str(paired)] + cmd[cmd.index("--out") + 2:]
+                            + ["--interleave", "selfblend=2"], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = [json.loads(line) for line in (paired / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [6, 12]  # 3 main batches and 3 of pairs a rank each epoch
 
 
 def test_a_checkpoint_without_a_method_head_gets_a_fresh_one_and_keeps_its_weights():
