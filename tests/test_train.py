@@ -630,3 +630,5 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
     _assert_refused(capsys, ["--faces", str(data), "--out", "o", "--interleave", "selfblend=2"], "give one --data")
     _assert_refused(capsys, ["--data", "a", "--data", "b", "--out", "o", "--interleave", "selfblend=2"],
                     "give one --data")
+    _assert_refused(capsys, ["--data", "a", "--faces", "f", "--out", "o", "--interleave", "selfblend=2"],
+                    "give one --data and no --faces")

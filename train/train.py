@@ -153,8 +153,8 @@ def option_clash(args: argparse.Namespace) -> str | None:
     if args.no_video_degradation and (args.h264 or args.no_augment):
         return ("--no-video-degradation leaves H.264 out of the augmentation: drop --h264 (and it needs the "
                 "augmentation that --no-augment turns off)")
-    if args.interleave and len(args.data) != 1:
-        return "--interleave draws a family's pairs from one built dataset: give one --data"
+    if args.interleave and (len(args.data) != 1 or args.faces):
+        return "--interleave draws a family's pairs from one built dataset: give one --data and no --faces"
     if args.oversample and not args.data:
         return ("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with --faces are "
                 "drawn afresh every epoch)")
