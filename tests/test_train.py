@@ -625,6 +625,7 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
             assert min(batch) >= 24 and all(int(x["method"]) in (-1, FAMILIES.index("selfblend")) for x in held)
         else:
             assert max(batch) < 24
+    assert k + 1 == len(loader.batch_sampler) == 12  # 6 main batches, each followed by one of p0's pairs (2 passes)
     for bad in ("selfblend=1", "nosuch=2", "selfblend"):
         _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", bad], "expected FAMILY=K")
     _assert_refused(capsys, ["--faces", str(data), "--out", "o", "--interleave", "selfblend=2"], "give one --data")

@@ -224,11 +224,12 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
     train_class = PairedAugmentDataset if args.paired_augment else ManifestDataset
     train_sets, val_sets = [], []
     for root in args.data:
-        rows = oversample(read_manifest(root, "train"), repeats)
-        train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264, rows=rows,
-                                      seed=args.seed, video=not args.no_video_degradation))
+        rows = read_manifest(root, "train")
+        train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264,
+                                      rows=oversample(rows, repeats), seed=args.seed,
+                                      video=not args.no_video_degradation))
         if args.interleave:  # after the main set: make_train_loader gives it every K-th batch
-            pairs = family_pairs(read_manifest(root, "train"), args.interleave[0])
+            pairs = family_pairs(rows, args.interleave[0])
             train_sets.append(train_class(root, "train", augment=not args.no_augment, rows=pairs, seed=args.seed,
                                           video=False))
         if args.val_data is None:
