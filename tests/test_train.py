@@ -569,7 +569,7 @@ def test_interleaved_batches_give_every_kth_batch_to_the_pairs_and_cycle_through
     from train.data import InterleavedBatches, ShuffledBatches
 
     def make(every):
-        return InterleavedBatches(ShuffledBatches(20, 4, seed=1), ShuffledBatches(12, 4, seed=2), every, offset=20)
+        return InterleavedBatches(ShuffledBatches(20, 4, seed=1), [ShuffledBatches(12, 4, seed=2)], every, [20])
 
     batches = make(2)
     stream = []  # the pairs' batches in the order they are meant to come: pass after pass, each reshuffled
@@ -595,7 +595,38 @@ def test_interleaved_batches_give_every_kth_batch_to_the_pairs_and_cycle_through
     kinds = ["pairs" if min(b) >= 20 else "main" for b in third]
     assert kinds == ["main", "main", "pairs", "main", "main", "pairs", "main"] and len(third) == 7
     with pytest.raises(ValueError, match="fewer samples than one batch"):
-        InterleavedBatches(ShuffledBatches(20, 4), ShuffledBatches(3, 4), 2, offset=20)
+        InterleavedBatches(ShuffledBatches(20, 4), [ShuffledBatches(12, 4), ShuffledBatches(3, 4)], 2, [20, 32])
+
+
+def test_interleaved_batches_of_several_families_take_the_pair_slots_in_turn():
+    from train.data import InterleavedBatches, ShuffledBatches
+
+    def make():  # main: 28 samples (7 batches); family A: 8 samples at 28-35; family B: 12 at 36-47
+        return InterleavedBatches(ShuffledBatches(28, 4, seed=1),
+                                  [ShuffledBatches(8, 4, seed=2), ShuffledBatches(12, 4, seed=3)], 2, [28, 36])
+
+    def stream(n, seed, offset, passes):
+        out = []
+        for epoch in range(passes):
+            s = ShuffledBatches(n, 4, seed=seed)
+            s.set_epoch(epoch)
+            out.extend([[i + offset for i in b] for b in s])
+        return out
+
+    a, b = stream(8, 2, 28, 4), stream(12, 3, 36, 3)
+    batches = make()
+    epochs = []
+    for epoch in range(2):
+        batches.set_epoch(epoch)
+        epochs.append(list(batches))
+        assert len(epochs[-1]) == len(batches) == 14  # 7 main batches, a batch of pairs after each
+    # the run's pair slots 0..13 alternate A, B, A, ...: epoch 0 has 7 (A B A B A B A), epoch 1 carries on (B A B ...)
+    assert epochs[0][1::2] == [a[0], b[0], a[1], b[1], a[2], b[2], a[3]]
+    assert epochs[1][1::2] == [b[3], a[4], b[4], a[5], b[5], a[6], b[6]]
+    assert sorted(i for x in epochs[0][1:9:4] for i in x) == list(range(28, 36))  # A's whole first pass
+    again = make()
+    again.set_epoch(1, skip=5)
+    assert list(again) == epochs[1][5:]
 
 
 def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_path, astronaut, capsys):
@@ -613,6 +644,7 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
         writer.writerows(rows)
     args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--by-person", "--batch-size", "4",
                        "--workers", "0", "--h264", "0.4", "--interleave", "selfblend=2"])
+    assert args.interleave == (("selfblend",), 2)
     train_set, val_set = build_datasets(args)
     main, pairs = train_set.datasets
     assert len(main) == 24 and main.video and main.h264 == 0.4
@@ -626,8 +658,20 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
         else:
             assert max(batch) < 24
     assert k + 1 == len(loader.batch_sampler) == 12  # 6 main batches, each followed by one of p0's pairs (2 passes)
-    for bad in ("selfblend=1", "nosuch=2", "selfblend"):
+    # two families: their pair batches take turns (p0's self-blends, p1's deepfakes), each with its own offset
+    args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--by-person", "--batch-size", "4",
+                       "--workers", "0", "--interleave", "selfblend,deepfake=2"])
+    train_set, _ = build_datasets(args)
+    main, selfblends, deepfakes = train_set.datasets
+    assert {r["person"] for r in selfblends.rows} == {"p0"} and {r["person"] for r in deepfakes.rows} == {"p1"}
+    rows = main.rows + selfblends.rows + deepfakes.rows  # the ConcatDataset's rows, index for index
+    pair_batches = list(make_train_loader(args, train_set).batch_sampler)[1::2]
+    assert [{rows[i]["person"] for i in batch} for batch in pair_batches] == [{"p0"}, {"p1"}] * 3
+    assert all(min(batch) >= 36 for batch in pair_batches[1::2])  # p1's deepfake pairs, past the self-blends'
+    for bad in ("selfblend=1", "nosuch=2", "selfblend", "selfblend,=2", "selfblend,reenact=1"):
         _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", bad], "expected FAMILY=K")
+    _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", "selfblend,selfblend=2"],
+                    "named twice")
     _assert_refused(capsys, ["--faces", str(data), "--out", "o", "--interleave", "selfblend=2"], "give one --data")
     _assert_refused(capsys, ["--data", "a", "--data", "b", "--out", "o", "--interleave", "selfblend=2"],
                     "give one --data")

@@ -331,6 +331,11 @@ class EpochBatches(torch.utils.data.Sampler):
     def __iter__(self):
         return iter(self._batches()[self.skip:])
 
+    def whole_epoch(self, epoch: int) -> list[list[int]]:
+        """Epoch ``epoch``'s batches, all of them whatever ``skip`` says: for a sampler built of others."""
+        self.epoch = epoch
+        return self._batches()
+
     def _batches(self) -> list[list[int]]:
         raise NotImplementedError
 
@@ -369,45 +374,56 @@ class PersonBatchSampler(EpochBatches):
 
 
 class InterleavedBatches(EpochBatches):
-    """The batches of ``main`` with one batch of ``pure`` after every ``every - 1`` of them (``every`` 2: every
-    other batch), the indices of ``pure`` shifted by ``offset`` (its place in a ``ConcatDataset`` after the main set).
+    """The batches of ``main`` with one batch of pairs after every ``every - 1`` of them (``every`` 2: every other
+    batch), the pair batches taken from the samplers in ``pure`` in turn (one per family), the indices of each
+    shifted by its ``offsets`` entry (its place in a ``ConcatDataset`` after the main set).
 
-    ``pure`` runs on as one endless stream across the main epochs, each of its passes reshuffled: epoch ``e`` takes
-    the next ``len(main) // (every - 1)`` of its batches, so a family smaller than the whole set is cycled through
-    in turn rather than its first batches seen over and over. The order still follows from the seed and the epoch
-    alone, as a resumed run needs.
+    Each family's pairs run on as one endless stream across the main epochs, each of its passes reshuffled: the
+    run's pair slots are numbered on from epoch to epoch, slot ``s`` going to family ``s % len(pure)`` and taking the
+    next batch of its stream, so a family smaller than the whole set is cycled through in turn rather than its first
+    batches seen over and over. The order still follows from the seed and the epoch alone, as a resumed run needs.
     """
 
-    def __init__(self, main: EpochBatches, pure: EpochBatches, every: int, offset: int):
+    def __init__(self, main: EpochBatches, pure: list[EpochBatches], every: int, offsets: list[int]):
         if every < 2:
             raise ValueError("every must be 2 or more (every batch pure is a dataset of that family alone)")
-        if len(pure) == 0:
-            raise ValueError("the interleaved set has fewer samples than one batch")
-        self.main, self.pure, self.every, self.offset = main, pure, every, offset
+        if not pure or len(pure) != len(offsets):
+            raise ValueError("give one offset for each set of pairs, and at least one set")
+        if any(len(p) == 0 for p in pure):
+            raise ValueError("an interleaved set has fewer samples than one batch")
+        self.main, self.pure, self.every, self.offsets = main, list(pure), every, list(offsets)
 
     def _pure_share(self, main_batches: int) -> int:
         return main_batches // (self.every - 1)
 
     def _batches(self) -> list[list[int]]:
-        self.main.set_epoch(self.epoch)
-        main = self.main._batches()
-        wanted, per_pass = self._pure_share(len(main)), len(self.pure)
-        first = self.epoch * wanted  # where this epoch starts in the endless stream of pure batches
-        stream: list[list[int]] = []
-        for n in range(first // per_pass, (first + wanted - 1) // per_pass + 1):  # the passes it reaches into
-            self.pure.set_epoch(n)
-            stream.extend(self.pure._batches())
-        pure = iter(stream[first % per_pass:first % per_pass + wanted])
+        main = self.main.whole_epoch(self.epoch)
+        wanted, families = self._pure_share(len(main)), len(self.pure)
+        first = self.epoch * wanted  # this epoch's first pair slot, numbered across the run
+        slots = range(first, first + wanted)
+        streams = []
+        for f, (sampler, offset) in enumerate(zip(self.pure, self.offsets)):
+            mine = [s // families for s in slots if s % families == f]  # positions in family f's stream
+            taken = _stream(sampler, mine[0], len(mine)) if mine else []
+            streams.append(iter([[i + offset for i in b] for b in taken]))
         out = []
         for k, batch in enumerate(main, 1):
             out.append(batch)
             if k % (self.every - 1) == 0:
-                out.append([i + self.offset for i in next(pure)])
+                out.append(next(streams[(first + k // (self.every - 1) - 1) % families]))
         return out
 
     def __len__(self) -> int:
         """Batches in a whole epoch (a resumed epoch yields fewer)."""
         return len(self.main) + self._pure_share(len(self.main))
+
+
+def _stream(sampler: EpochBatches, first: int, count: int) -> list[list[int]]:
+    """Batches ``first`` to ``first + count - 1`` of ``sampler``'s epochs laid end to end (an endless stream)."""
+    per_pass, out = len(sampler), []
+    for n in range(first // per_pass, (first + count - 1) // per_pass + 1):  # the passes it reaches into
+        out.extend(sampler.whole_epoch(n))
+    return out[first % per_pass:first % per_pass + count]
 
 
 class ShuffledBatches(EpochBatches):

@@ -110,10 +110,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--oversample", action="append", type=family_count, default=[], metavar="FAMILY=K",
                    help="repeat the training fakes of a family K times per epoch, 0 to leave them out "
                         "(repeatable; --data sets only)")
-    p.add_argument("--interleave", type=family_every, metavar="FAMILY=K",
+    p.add_argument("--interleave", type=family_every, metavar="FAMILY[,FAMILY...]=K",
                    help="every K-th training batch (K >= 2) holds only FAMILY's forgeries and their photos' real "
                         "crops, with the mild augmentation of --no-video-degradation, the rest as the options say: "
-                        "faint evidence gets batches of its own and crops that keep it (one --data set)")
+                        "faint evidence gets batches of its own and crops that keep it. Several families take those "
+                        "batches in turn (selfblend,reenact=2: every other batch, self-blends and reenactments "
+                        "alternating). One --data set")
     p.add_argument("--paired-augment", action="store_true",
                    help="a photo's real crop and its forgeries get the same augmentation each epoch, so they differ "
                         "only by the manipulation (as Self-Blended Images' pairs; needs --data)")
@@ -199,9 +201,17 @@ def family_count(spec: str) -> tuple[str, int]:
     return family_spec(spec, least=0)
 
 
-def family_every(spec: str) -> tuple[str, int]:
-    """``--interleave``'s value: every K-th batch, K >= 2 (every batch would be a dataset of the family alone)."""
-    return family_spec(spec, least=2)
+def family_every(spec: str) -> tuple[tuple[str, ...], int]:
+    """``--interleave``'s value: ``"selfblend,reenact=2"`` -> ``(("selfblend", "reenact"), 2)``, one or more
+    distinct families whose pair batches take every K-th batch in turn, K >= 2 (every batch would be a dataset of
+    those families alone)."""
+    families, _, k = spec.partition("=")
+    names = tuple(families.split(","))
+    for name in names:
+        family_spec(f"{name}={k}", least=2)  # each family known, K a whole number >= 2
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a family named twice in {spec!r}")
+    return names, int(k)
 
 
 def oversample(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
@@ -228,10 +238,9 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
         train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264,
                                       rows=oversample(rows, repeats), seed=args.seed,
                                       video=not args.no_video_degradation))
-        if args.interleave:  # after the main set: make_train_loader gives it every K-th batch
-            pairs = family_pairs(rows, args.interleave[0])
-            train_sets.append(train_class(root, "train", augment=not args.no_augment, rows=pairs, seed=args.seed,
-                                          video=False))
+        for family in args.interleave[0] if args.interleave else ():  # after the main set, a set per family
+            train_sets.append(train_class(root, "train", augment=not args.no_augment, rows=family_pairs(rows, family),
+                                          seed=args.seed, video=False))  # make_train_loader: every K-th batch
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
@@ -552,13 +561,15 @@ def make_train_loader(args, train_set, rank: int = 0, world: int = 1, device=tor
     persistent = args.workers > 0 and not _epoch_datasets(train_set)
     common = dict(num_workers=args.workers, persistent_workers=persistent, pin_memory=device.type == "cuda")
     if args.interleave:
-        main, pairs = train_set.datasets  # build_datasets puts the family's pairs last
-        family, every = args.interleave
+        main, *pairs = train_set.datasets  # build_datasets puts each family's pairs after the main set, in order
+        families, every = args.interleave
+        offsets = train_set.cumulative_sizes[:-1]
         try:
-            batches = InterleavedBatches(_batches_of(args, main, rank, world), _batches_of(args, pairs, rank, world),
-                                         every, offset=len(main))
+            batches = InterleavedBatches(_batches_of(args, main, rank, world),
+                                         [_batches_of(args, p, rank, world) for p in pairs], every, offsets)
         except ValueError as e:
-            raise SystemExit(f"--interleave {family}={every}: {len(pairs)} {family} pairs: {e}") from e
+            sizes = ", ".join(f"{len(p)} {family}" for p, family in zip(pairs, families))
+            raise SystemExit(f"--interleave {','.join(families)}={every}: pairs {sizes}: {e}") from e
     else:
         batches = _batches_of(args, train_set, rank, world)
     return DataLoader(train_set, batch_sampler=batches, **common)
