@@ -660,7 +660,7 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
     assert k + 1 == len(loader.batch_sampler) == 12  # 6 main batches, each followed by one of p0's pairs (2 passes)
     # two families: their pair batches take turns (p0's self-blends, p1's deepfakes), each with its own offset
     args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--by-person", "--batch-size", "4",
-                       "--workers", "0", "--interleave", "selfblend,deepfake=2"])
+                       "--workers", "0", "--h264", "0.4", "--interleave", "selfblend,deepfake=2"])
     train_set, _ = build_datasets(args)
     main, selfblends, deepfakes = train_set.datasets
     assert {r["person"] for r in selfblends.rows} == {"p0"} and {r["person"] for r in deepfakes.rows} == {"p1"}
@@ -668,10 +668,17 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
     pair_batches = list(make_train_loader(args, train_set).batch_sampler)[1::2]
     assert [{rows[i]["person"] for i in batch} for batch in pair_batches] == [{"p0"}, {"p1"}] * 3
     assert all(min(batch) >= 36 for batch in pair_batches[1::2])  # p1's deepfake pairs, past the self-blends'
+    assert not selfblends.video and selfblends.h264 == 0 and main.h264 == 0.4  # mild: no video-like losses
+    # --interleave-augment full: the pairs augmented as the main set, video-like losses and --h264 included
+    args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--h264", "0.4", "--interleave",
+                       "selfblend=2", "--interleave-augment", "full"])
+    main, pairs = build_datasets(args)[0].datasets
+    assert pairs.augment and pairs.video and pairs.h264 == main.h264 == 0.4
     for bad in ("selfblend=1", "nosuch=2", "selfblend", "selfblend,=2", "selfblend,reenact=1"):
         _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", bad], "expected FAMILY=K")
     _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", "selfblend,selfblend=2"],
                     "named twice")
+    _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave-augment", "full"], "give --interleave")
     _assert_refused(capsys, ["--faces", str(data), "--out", "o", "--interleave", "selfblend=2"], "give one --data")
     _assert_refused(capsys, ["--data", "a", "--data", "b", "--out", "o", "--interleave", "selfblend=2"],
                     "give one --data")

@@ -116,6 +116,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "faint evidence gets batches of its own and crops that keep it. Several families take those "
                         "batches in turn (selfblend,reenact=2: every other batch, self-blends and reenactments "
                         "alternating). One --data set")
+    p.add_argument("--interleave-augment", choices=["mild", "full"], default="mild",
+                   help="--interleave's pair batches: the mild augmentation (default) or the main batches' own, "
+                        "video-like losses and --h264 included")
     p.add_argument("--paired-augment", action="store_true",
                    help="a photo's real crop and its forgeries get the same augmentation each epoch, so they differ "
                         "only by the manipulation (as Self-Blended Images' pairs; needs --data)")
@@ -157,6 +160,8 @@ def option_clash(args: argparse.Namespace) -> str | None:
                 "augmentation that --no-augment turns off)")
     if args.interleave and (len(args.data) != 1 or args.faces):
         return "--interleave draws a family's pairs from one built dataset: give one --data and no --faces"
+    if args.interleave_augment != "mild" and not args.interleave:
+        return "--interleave-augment sets the augmentation of --interleave's pair batches: give --interleave"
     if args.oversample and not args.data:
         return ("--oversample repeats rows of a built dataset: give --data (fakes forged on the fly with --faces are "
                 "drawn afresh every epoch)")
@@ -238,9 +243,11 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
         train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264,
                                       rows=oversample(rows, repeats), seed=args.seed,
                                       video=not args.no_video_degradation))
+        full = args.interleave_augment == "full"  # the pairs augmented as the main set, or without video's losses
         for family in args.interleave[0] if args.interleave else ():  # after the main set, a set per family
             train_sets.append(train_class(root, "train", augment=not args.no_augment, rows=family_pairs(rows, family),
-                                          seed=args.seed, video=False))  # make_train_loader: every K-th batch
+                                          seed=args.seed, h264=args.h264 if full else 0.0,
+                                          video=full and not args.no_video_degradation))  # every K-th batch
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
