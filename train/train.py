@@ -112,7 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(repeatable; --data sets only)")
     p.add_argument("--interleave", type=family_every, metavar="FAMILY[,FAMILY...]=K",
                    help="every K-th training batch (K >= 2) holds only FAMILY's forgeries and their photos' real "
-                        "crops, with the mild augmentation of --no-video-degradation, the rest as the options say: "
+                        "crops, with the mild augmentation of --no-video-degradation (or, with --interleave-augment "
+                        "full, the main batches' own), the rest as the options say: "
                         "faint evidence gets batches of its own and crops that keep it. Several families take those "
                         "batches in turn (selfblend,reenact=2: every other batch, self-blends and reenactments "
                         "alternating). One --data set")
@@ -237,13 +238,13 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
 
     repeats = dict(args.oversample)
     train_class = PairedAugmentDataset if args.paired_augment else ManifestDataset
+    full = args.interleave_augment == "full"  # --interleave's pairs augmented as the main set, or mildly
     train_sets, val_sets = [], []
     for root in args.data:
         rows = read_manifest(root, "train")
         train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264,
                                       rows=oversample(rows, repeats), seed=args.seed,
                                       video=not args.no_video_degradation))
-        full = args.interleave_augment == "full"  # the pairs augmented as the main set, or without video's losses
         for family in args.interleave[0] if args.interleave else ():  # after the main set, a set per family
             train_sets.append(train_class(root, "train", augment=not args.no_augment, rows=family_pairs(rows, family),
                                           seed=args.seed, h264=args.h264 if full else 0.0,
