@@ -134,12 +134,13 @@ def test_no_degradation_scores_as_evaluate_does(built):
     assert np.isnan(row["auc"]["reenact"])  # no reenact forgeries here
 
 
-def test_a_degradation_changes_the_crops_the_same_way_every_time(built):
+@pytest.mark.parametrize("name", ["jpeg 40-60", "motion 9 px, mouth", "motion 5 px, whole"])
+def test_a_degradation_changes_the_crops_the_same_way_every_time(built, name):
     root, _ = built
     data = E.open_split(root, "test")
     plain = data[1]["image"]
-    once = D.DegradedFrames(data, D.DEGRADATIONS["jpeg 40-60"])[1]["image"]
-    again = D.DegradedFrames(data, D.DEGRADATIONS["jpeg 40-60"])[1]["image"]
+    once = D.DegradedFrames(data, D.DEGRADATIONS[name])[1]["image"]
+    again = D.DegradedFrames(data, D.DEGRADATIONS[name])[1]["image"]
     assert torch.equal(once, again)
     assert not torch.equal(once, plain)
 

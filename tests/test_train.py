@@ -629,6 +629,68 @@ def test_interleaved_batches_of_several_families_take_the_pair_slots_in_turn():
     assert list(again) == epochs[1][5:]
 
 
+def test_motion_blur_smears_along_its_direction_and_only_inside_its_region(astronaut):
+    """A vertical smear blurs a horizontal edge across rows and a horizontal one leaves it as it was; a local smear
+    leaves the crop outside its ellipse as it was."""
+    from train.data import MOTION_REGIONS, motion_blur, motion_kernel
+
+    for length in (3, 5, 9, 11):
+        k = motion_kernel(length, 0)
+        assert k.shape == (length, length) and abs(k.sum() - 1) < 1e-6 and np.allclose(k[length // 2], 1 / length)
+        assert np.allclose(motion_kernel(length, 90), k.T, atol=1e-6)  # a quarter turn: the line stands up
+    stripes = np.zeros((256, 256, 3), np.uint8)
+    stripes[128:] = 200  # one horizontal edge
+    down, across = motion_blur(stripes, 9, 90), motion_blur(stripes, 9, 0)
+    assert np.array_equal(across, stripes)  # moving along the edge changes nothing
+    assert 0 < down[126, 100, 0] < 200 and 0 < down[129, 100, 0] < 200 and down[100, 100, 0] == 0
+    face = np.ascontiguousarray(astronaut[:256, 100:356])
+    mouth = motion_blur(face, 9, 90, "mouth")
+    (cx, cy), (ax, ay) = MOTION_REGIONS["mouth"]
+    changed = np.abs(mouth.astype(int) - face).max(axis=2) > 2
+    rows, cols = np.nonzero(changed)
+    assert changed.sum() > 1000  # the mouth's ellipse is smeared...
+    assert abs(rows.mean() / 256 - cy) < 0.05 and abs(cols.mean() / 256 - cx) < 0.05
+    assert not changed[:int(256 * (cy - 2 * ay))].any()  # ...and the eyes and forehead are not
+    whole = motion_blur(face, 9, 90)
+    assert (np.abs(whole.astype(int) - face).max(axis=2) > 2).sum() > 3 * changed.sum()
+
+
+def test_motion_blur_augmentation_comes_only_when_asked(tmp_path, astronaut, monkeypatch, capsys):
+    """``motion`` 0 draws nothing (a seed gives the augmentation it gave before the option); a share smears about
+    that share of crops, whole or in the mouth or eyes, never without the video-like losses; the trainer passes
+    ``--motion-blur`` to the main set, and to ``--interleave``'s pairs only when they take the full augmentation."""
+    import train.data as data
+    from train.train import build_datasets, parse_args
+
+    rgb, mask = np.ascontiguousarray(astronaut[:256, 100:356]), np.zeros((256, 256), np.uint8)
+    before = [data.augment_pair(rgb, mask, np.random.default_rng(seed))[0] for seed in range(5)]
+    regions = []
+    real = data.motion_blur
+    monkeypatch.setattr(data, "motion_blur", lambda x, n, a, region=None, rng=None:
+                        regions.append((n, region)) or real(x, n, a, region, rng))
+    assert all(np.array_equal(data.augment_pair(rgb, mask, np.random.default_rng(seed))[0], b)
+               for seed, b in enumerate(before)) and not regions
+    for seed in range(60):
+        data.augment_pair(rgb, mask, np.random.default_rng(seed), motion=0.0, video=True)
+        data.augment_pair(rgb, mask, np.random.default_rng(seed), motion=1.0, video=False)
+    assert not regions
+    for seed in range(60):
+        data.augment_pair(rgb, mask, np.random.default_rng(seed), motion=0.5)
+    assert 15 <= len(regions) <= 45 and {r for _, r in regions} == {None, "mouth", "eyes"}
+    assert min(n for n, _ in regions) >= 3 and max(n for n, _ in regions) <= 11
+
+    root = _tiny_dataset(tmp_path / "data", astronaut)
+    args = ["--data", str(root), "--out", str(tmp_path / "run"), "--motion-blur", "0.3", "--interleave", "selfblend=2"]
+    main, pairs = build_datasets(parse_args(args))[0].datasets
+    assert main.motion == 0.3 and pairs.motion == 0.0
+    main, pairs = build_datasets(parse_args(args + ["--interleave-augment", "full"]))[0].datasets
+    assert main.motion == pairs.motion == 0.3
+    for flags in (["--no-video-degradation"], ["--no-augment"]):
+        _assert_refused(capsys, ["--data", str(root), "--out", "o", "--motion-blur", "0.3", *flags],
+                        "--motion-blur is part of the video-like augmentation")
+    _assert_refused(capsys, ["--data", str(root), "--out", "o", "--motion-blur", "1.5"], "from 0 to 1")
+
+
 def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_path, astronaut, capsys):
     from train.train import build_datasets, make_train_loader, parse_args
 

@@ -12,7 +12,8 @@ real faces. Items are dicts:
 Training augmentation is applied identically to reals and fakes (and geometrically to the mask), so that no
 augmentation can become the label: horizontal flip, a small scale/shift of the crop, colour jitter, lost
 resolution, blur, black margins, and a random JPEG re-compression (quality 40-95) or, with ``h264`` > 0, sometimes
-an H.264 round trip instead (what a face in a video goes through). ``PairedAugmentDataset`` gives a photo's real crop
+an H.264 round trip instead (what a face in a video goes through); with ``motion`` > 0, sometimes the smear of a face
+moving during the exposure, over the whole crop or only where a talking face moves (``motion_blur``). ``PairedAugmentDataset`` gives a photo's real crop
 and its forgeries one and the same augmentation in an epoch, so that they differ only by the manipulation.
 """
 
@@ -112,15 +113,66 @@ def h264_round_trip(rgb: np.ndarray, crf: int, frames: int = 2) -> np.ndarray:
     return decoded[-1]
 
 
+# Where a talking face moves most, as (centre, half-axes) in fractions of a face crop's side (crop_square's framing):
+# the mouth and jaw, and the eyes and brows. Their motion smears only that part of a frame.
+MOTION_REGIONS = {"mouth": ((0.5, 0.645), (0.165, 0.095)), "eyes": ((0.5, 0.42), (0.275, 0.08))}
+
+
+def motion_kernel(length: int, angle: float) -> np.ndarray:
+    """A line ``length`` pixels long at ``angle`` degrees (0 = horizontal), summing to 1: the path of a point that
+    moves during the exposure."""
+    k = np.zeros((length, length), np.float32)
+    k[length // 2, :] = 1
+    turn = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle, 1.0)
+    k = cv2.warpAffine(k, turn, (length, length), flags=cv2.INTER_LINEAR)
+    return k / k.sum()
+
+
+def motion_blur(rgb: np.ndarray, length: int, angle: float, region: str | None = None,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+    """The crop smeared along a line of ``length`` pixels at ``angle`` degrees: over all of it (``region`` None, the
+    head or camera moved), or inside a soft ellipse around a part of the face (``MOTION_REGIONS``: a talking mouth, a
+    blink), the rest left sharp. With ``rng`` the ellipse is moved and sized a little at random.
+
+    A real video frame has both, and a local smear looks like a re-rendered part of the face to a detector that never
+    saw one on a real face: ``train.diagnose degradations`` measures it, ``--motion-blur`` trains with it.
+    """
+    smeared = cv2.filter2D(np.ascontiguousarray(rgb), -1, motion_kernel(int(length), float(angle)),
+                           borderType=cv2.BORDER_REFLECT101)
+    if region is None:
+        return smeared
+    size = rgb.shape[0]
+    (cx, cy), (ax, ay) = MOTION_REGIONS[region]
+    if rng is not None:
+        cx, cy = cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.04, 0.04)
+        grow = rng.uniform(0.8, 1.3)
+        ax, ay = ax * grow, ay * grow
+    alpha = np.zeros(rgb.shape[:2], np.float32)
+    cv2.ellipse(alpha, (int(round(cx * size)), int(round(cy * size))),
+                (max(int(round(ax * size)), 1), max(int(round(ay * size)), 1)), 0, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(size / 32, 1.0))[..., None]
+    return np.clip(smeared * alpha + rgb * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+
+
+def random_motion_blur(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``motion_blur`` as training draws it: 3-11 pixels in any direction, over the whole crop, the mouth or the eyes
+    (a third each)."""
+    length, angle = int(rng.integers(3, 12)), rng.uniform(0, 180)
+    region = [None, "mouth", "eyes"][int(rng.integers(3))]
+    return motion_blur(rgb, length, angle, region, rng)
+
+
 def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                 h264: float = 0.0, video: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 h264: float = 0.0, video: bool = True, motion: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The same random geometry for image and mask; photometric changes on the image only.
 
     Besides the usual jitter it imitates what video frames do to a face crop, with the same odds for real and fake
     faces so that none of it can mark a class: lost resolution (a small face scaled up), blur, JPEG down to quality
     40 (or, with probability ``h264``, an H.264 round trip at crf 18-38 instead), and the black margin that
     ``crop_square`` leaves where a face's square runs past the frame's edge. With ``h264`` 0 no random number is
-    drawn for it, so a seed gives the same augmentation as before the option existed. With ``video`` False the
+    drawn for it, so a seed gives the same augmentation as before the option existed. With probability ``motion``
+    (likewise no draw at 0) the face is smeared as by motion during the exposure, whole or only the mouth or the eyes
+    (``random_motion_blur``), before the losses of resolution and compression. With ``video`` False the
     video-like losses are left out (no lost resolution, no blur, no H.264) and the JPEG step keeps quality 70-95:
     geometry, colour jitter, the margins and a mild re-compression only, so that faint evidence (a self-blend's soft
     colour or sharpness change) survives in every training crop.
@@ -141,6 +193,8 @@ def augment_pair(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     grey = img.mean(axis=2, keepdims=True)
     img = grey + (img - grey) * rng.uniform(0.7, 1.3)  # saturation
     rgb = np.clip(img, 0, 255).astype(np.uint8)
+    if video and motion > 0 and rng.random() < motion:
+        rgb = random_motion_blur(rgb, rng)
     if video and rng.random() < 0.3:  # a small face scaled up
         small = max(int(size * rng.uniform(0.3, 0.75)), 16)
         rgb = scale_round_trip(rgb, small, cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
@@ -179,9 +233,10 @@ def _item(rgb: np.ndarray, mask: np.ndarray, label: int, method: int, photo: int
 
 class ManifestDataset(torch.utils.data.Dataset):
     def __init__(self, root, split: str, augment: bool = False, seed: int = 0, rows: list[dict] | None = None,
-                 h264: float = 0.0, video: bool = True):
+                 h264: float = 0.0, video: bool = True, motion: float = 0.0):
         self.root = Path(root)
         self.h264 = h264
+        self.motion = motion
         self.video = video  # augmentation: the video-like losses too (augment_pair)
         self.rows = rows if rows is not None else read_manifest(self.root, split)
         if not self.rows:
@@ -213,7 +268,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         row = self.rows[index]
         rgb, mask = self._read(row)
         if self.augment:
-            rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264, video=self.video)
+            rgb, mask = augment_pair(rgb, mask, self._augment_rng(index), h264=self.h264, video=self.video,
+                                     motion=self.motion)
         label = 1 if row["label"] == "real" else 0
         method = _FAMILY_INDEX.get(row["method"], -1) if label == 0 else -1
         return _item(rgb, mask, label, method, self.photos[index])
@@ -265,7 +321,7 @@ class ForgeDataset(torch.utils.data.Dataset):
 
     def __init__(self, faces, split: str = "train", augment: bool = False, fakes_per_real: int = 1, seed: int = 0,
                  val_frac: float = 0.1, test_frac: float = 0.1, limit: int | None = None, person_rule: str = "auto",
-                 split_seed: int = 0, h264: float = 0.0, video: bool = True):
+                 split_seed: int = 0, h264: float = 0.0, video: bool = True, motion: float = 0.0):
         from train.build_dataset import plan_jobs, select_photos
 
         # the split depends on split_seed only: a val set made with another forgery seed shares no person with train
@@ -277,6 +333,7 @@ class ForgeDataset(torch.utils.data.Dataset):
         self.per_photo = fakes_per_real + 1
         self.augment = augment
         self.h264 = h264
+        self.motion = motion
         self.video = video
         self.seed = seed
         self.epoch = 0
@@ -309,7 +366,7 @@ class ForgeDataset(torch.utils.data.Dataset):
         rgb, mask, family = self._sample(index)
         if self.augment:
             rgb, mask = augment_pair(rgb, mask, fresh_augment_rng(self.seed, index), h264=self.h264,
-                                     video=self.video)
+                                     video=self.video, motion=self.motion)
         label = 1 if family is None else 0
         return _item(rgb, mask, label, _FAMILY_INDEX.get(family, -1) if family else -1)
 

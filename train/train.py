@@ -126,6 +126,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--h264", type=float, default=0.0, metavar="P",
                    help="augmentation: the share of training crops sent through an H.264 round trip (crf 18-38) "
                         "instead of the JPEG step, as faces in videos are (default 0)")
+    p.add_argument("--motion-blur", type=float, default=0.0, metavar="P",
+                   help="augmentation: the share of training crops smeared as by motion during the exposure (3-11 "
+                        "px, any direction), over the whole face or only the mouth or the eyes, as a talking face "
+                        "is in video frames (default 0)")
     p.add_argument("--no-video-degradation", action="store_true",
                    help="augmentation without the losses that imitate video frames (lost resolution, blur, JPEG under "
                         "quality 70, H.264): geometry, colour jitter, margins and a mild JPEG step only")
@@ -159,6 +163,10 @@ def option_clash(args: argparse.Namespace) -> str | None:
     if args.no_video_degradation and (args.h264 or args.no_augment):
         return ("--no-video-degradation leaves H.264 out of the augmentation: drop --h264 (and it needs the "
                 "augmentation that --no-augment turns off)")
+    if args.motion_blur and (args.no_video_degradation or args.no_augment):
+        return "--motion-blur is part of the video-like augmentation: drop --no-video-degradation and --no-augment"
+    if not 0 <= args.motion_blur <= 1:
+        return "--motion-blur is a share of the training crops, from 0 to 1"
     if args.interleave and (len(args.data) != 1 or args.faces):
         return "--interleave draws a family's pairs from one built dataset: give one --data and no --faces"
     if args.interleave_augment != "mild" and not args.interleave:
@@ -244,18 +252,20 @@ def build_datasets(args) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dat
         rows = read_manifest(root, "train")
         train_sets.append(train_class(root, "train", augment=not args.no_augment, h264=args.h264,
                                       rows=oversample(rows, repeats), seed=args.seed,
-                                      video=not args.no_video_degradation))
+                                      video=not args.no_video_degradation, motion=args.motion_blur))
         for family in args.interleave[0] if args.interleave else ():  # after the main set, a set per family
             train_sets.append(train_class(root, "train", augment=not args.no_augment, rows=family_pairs(rows, family),
                                           seed=args.seed, h264=args.h264 if full else 0.0,
-                                          video=full and not args.no_video_degradation))  # every K-th batch
+                                          video=full and not args.no_video_degradation,
+                                          motion=args.motion_blur if full else 0.0))  # every K-th batch
         if args.val_data is None:
             val_sets.append(ManifestDataset(root, "val"))
     if args.faces is not None:
         from .data import ForgeDataset
 
         train_sets.append(ForgeDataset(args.faces, split="train", seed=args.seed, augment=not args.no_augment,
-                                       h264=args.h264, video=not args.no_video_degradation))
+                                       h264=args.h264, video=not args.no_video_degradation,
+                                       motion=args.motion_blur))
         if args.val_data is None and not args.data:
             val_sets.append(ForgeDataset(args.faces, split="val", seed=args.seed + 1))
     if args.val_data is not None:

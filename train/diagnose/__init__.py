@@ -1,9 +1,11 @@
 """Where a detector's evidence runs out: diagnostics beside ``train.evaluate``'s scores.
 
 ``degradations``: the split scored again after each of the degradations that training imitates (lost resolution,
-blur, JPEG, an H.264 round trip, the whole training augmentation as run without ``--h264``). Per family AUC, and
-the share of real faces judged fake at the model's own threshold. If the training augmentation erased the evidence,
-or if video coding alone made real faces look fake, it shows here.
+blur, JPEG, an H.264 round trip, the whole training augmentation as run without ``--h264``) and after motion smears
+(``train.data.motion_blur``: 5 or 9 pixels in a direction drawn per crop, over the whole crop or only the mouth or
+the eyes, as a moving head or a talking face leaves in a video frame). Per family AUC, and the share of real faces
+judged fake at the model's own threshold. If the training augmentation erased the evidence, or if video coding or
+motion alone made real faces look fake, it shows here.
 
 ``visibility``: each forgery of a ``train.build_dataset`` split is paired with the real crop of the same photo, and
 scored by how much it changed the pixels (mean absolute difference inside its mask, in grey levels). AUC per family

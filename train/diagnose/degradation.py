@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from mtl.constants import FAMILIES
-from train.data import augment_pair, h264_round_trip, jpeg_round_trip, scale_round_trip
+from train.data import augment_pair, h264_round_trip, jpeg_round_trip, motion_blur, scale_round_trip
 from train.diagnose.common import family_aucs, fmt
 from train.evaluate import ManifestFrames, collect
 
@@ -34,6 +34,11 @@ DEGRADATIONS = {
     "jpeg 75-95": _on_image(lambda x, r: jpeg(x, r, 75, 95)),
     "h264 crf 23": _on_image(lambda x, r: h264_round_trip(x, 23)),
     "h264 crf 30": _on_image(lambda x, r: h264_round_trip(x, 30)),
+    "motion 5 px, whole": _on_image(lambda x, r: motion_blur(x, 5, r.uniform(0, 180))),
+    "motion 9 px, whole": _on_image(lambda x, r: motion_blur(x, 9, r.uniform(0, 180))),
+    "motion 5 px, mouth": _on_image(lambda x, r: motion_blur(x, 5, r.uniform(0, 180), "mouth")),
+    "motion 9 px, mouth": _on_image(lambda x, r: motion_blur(x, 9, r.uniform(0, 180), "mouth")),
+    "motion 9 px, eyes": _on_image(lambda x, r: motion_blur(x, 9, r.uniform(0, 180), "eyes")),
     "training augmentation": augment_pair,
 }
 
