@@ -10,11 +10,12 @@ real faces. Items are dicts:
     method int64, index in FAMILIES, -1 for reals or unknown families
 
 Training augmentation is applied identically to reals and fakes (and geometrically to the mask), so that no
-augmentation can become the label: horizontal flip, a small scale/shift of the crop, colour jitter, lost
-resolution, blur, black margins, and a random JPEG re-compression (quality 40-95) or, with ``h264`` > 0, sometimes
-an H.264 round trip instead (what a face in a video goes through); with ``motion`` > 0, sometimes the smear of a face
-moving during the exposure, over the whole crop or only where a talking face moves (``motion_blur``). ``PairedAugmentDataset`` gives a photo's real crop
-and its forgeries one and the same augmentation in an epoch, so that they differ only by the manipulation.
+augmentation can become the label: horizontal flip, a small scale/shift of the crop, colour jitter, lost resolution,
+blur, black margins, and a random JPEG re-compression (quality 40-95) or, with ``h264`` > 0, sometimes an H.264
+round trip instead (what a face in a video goes through); with ``motion`` > 0, sometimes the smear of a face moving
+during the exposure, over the whole crop or only where a talking face moves (``motion_blur``).
+``PairedAugmentDataset`` gives a photo's real crop and its forgeries one and the same augmentation in an epoch, so
+that they differ only by the manipulation.
 """
 
 from __future__ import annotations
@@ -134,8 +135,10 @@ def motion_blur(rgb: np.ndarray, length: int, angle: float, region: str | None =
     head or camera moved), or inside a soft ellipse around a part of the face (``MOTION_REGIONS``: a talking mouth, a
     blink), the rest left sharp. With ``rng`` the ellipse is moved and sized a little at random.
 
-    A real video frame has both, and a local smear looks like a re-rendered part of the face to a detector that never
-    saw one on a real face: ``train.diagnose degradations`` measures it, ``--motion-blur`` trains with it.
+    Video frames carry either, and a local smear can look like a re-rendered part of the face to a detector that never
+    saw one on a real face: ``train.diagnose degradations`` measures it, ``--motion-blur`` trains with it. An even
+    ``length`` puts the line half a pixel off the kernel's centre, so the smear also shifts the crop by up to half a
+    pixel (training draws every length from 3 to 11).
     """
     smeared = cv2.filter2D(np.ascontiguousarray(rgb), -1, motion_kernel(int(length), float(angle)),
                            borderType=cv2.BORDER_REFLECT101)
