@@ -57,3 +57,29 @@ def test_cli_reports_wrong_inputs_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "neither a checkpoint directory" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_weights_interpolate_between_a_fine_tunes_start_and_end(tmp_path):
+    a = _checkpoint(tmp_path / "a", 0)
+    b = _checkpoint(tmp_path / "b", 1)
+    average_main([str(tmp_path / "a"), str(tmp_path / "b"), "--weights", "3", "1", "--out", str(tmp_path / "wise")])
+    wise = load_model(tmp_path / "wise")
+    sa, sb, sw = a.state_dict(), b.state_dict(), wise.state_dict()
+    for key in ("encoder.layers.0.weight", "method_head.5.bias", "encoder.layers.0.bias"):
+        torch.testing.assert_close(sw[key], 0.75 * sa[key] + 0.25 * sb[key])
+    assert "(0.75)" in wise.config["description"] and "(0.25)" in wise.config["description"]
+    # one end of the line is that checkpoint's weights exactly
+    start = average_checkpoints([tmp_path / "a", tmp_path / "b"], weights=[1.0, 0.0]).state_dict()
+    assert all(torch.equal(start[k], sa[k]) for k in sa)
+
+
+@pytest.mark.parametrize("weights, message", [(["1"], "1 weights for 2 checkpoints"),
+                                              (["1", "-1"], "non-negative"), (["0", "0"], "not all 0")])
+def test_wrong_weights_are_refused_in_one_line(tmp_path, capsys, weights, message):
+    _checkpoint(tmp_path / "a", 0)
+    _checkpoint(tmp_path / "b", 1)
+    with pytest.raises(SystemExit) as exit_:
+        average_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out"), "--weights", *weights])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,10 +1,15 @@
 """Average the weights of several checkpoints of one training trajectory (checkpoint averaging, as in SWA).
 
-    python -m train.average --out DIR CKPT CKPT [CKPT ...] [--calibrate ROOT [--target-fpr 0.01]]
+    python -m train.average --out DIR CKPT CKPT [CKPT ...] [--weights W W ...] [--calibrate ROOT [--target-fpr F]]
 
 Each CKPT is a checkpoint directory (``config.json`` + ``model.safetensors``, e.g. a run's ``best/``) or a trainer's
 ``last.pt``. They must share the architecture (encoder, latent width, method head). Floating-point tensors, the
-batch-norm running statistics included, are averaged with equal weights; integer buffers are taken from the first.
+batch-norm running statistics included, are averaged with equal weights, or with ``--weights`` (one non-negative
+number per checkpoint, scaled to sum to 1); integer buffers are taken from the first.
+
+With two checkpoints, a fine-tune's start and its end, ``--weights 0.5 0.5`` is the weight-space interpolation of
+robust fine-tuning (WiSE-FT, Wortsman et al. 2022): a point on the straight line between them, which often keeps
+what the start does well on data unlike the fine-tune's (here: real video) and part of what the fine-tune gained.
 
 Averaging only makes sense for checkpoints on one trajectory (a run and its continuations): weights from
 independent runs sit in different basins and their mean is a broken network.
@@ -41,10 +46,24 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     raise ValueError(f"{path}: neither a checkpoint directory nor a trainer's last.pt")
 
 
-def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The element-wise mean of floating-point tensors (computed in float64); other tensors from the first."""
+def mixing_weights(weights: list[float] | None, n: int) -> list[float]:
+    """``weights`` scaled to sum to 1 (equal weights when None); refuses a wrong count or negative weights."""
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} weights for {n} checkpoints: give one per checkpoint")
+    if any(not w >= 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"weights must be non-negative numbers, not all 0: {weights}")
+    return [w / sum(weights) for w in weights]
+
+
+def average_state_dicts(states: list[dict[str, torch.Tensor]],
+                        weights: list[float] | None = None) -> dict[str, torch.Tensor]:
+    """The element-wise weighted mean of floating-point tensors (in float64; equal weights by default, else
+    ``weights`` scaled to sum to 1); other tensors from the first."""
     if not states:
         raise ValueError("nothing to average")
+    weights = mixing_weights(weights, len(states))
     keys = list(states[0])
     for i, s in enumerate(states[1:], 1):
         if set(s) != set(keys):
@@ -56,15 +75,17 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
         if any(s[k].shape != first.shape for s in states):
             raise ValueError(f"tensor {k!r} differs in shape between checkpoints")
         if first.is_floating_point():
-            out[k] = (sum(s[k].detach().double() for s in states) / len(states)).to(first.dtype)
+            out[k] = sum(w * s[k].detach().double() for w, s in zip(weights, states)).to(first.dtype)
         else:
             out[k] = first.clone()
     return out
 
 
-def average_checkpoints(paths: list[str | Path], name: str | None = None):
-    """A ClassNSeg holding the mean weights of ``paths`` (identity calibration, threshold 0.5)."""
+def average_checkpoints(paths: list[str | Path], name: str | None = None, weights: list[float] | None = None):
+    """A ClassNSeg holding the (weighted) mean weights of ``paths`` (identity calibration, threshold 0.5)."""
     from mtl.model import ClassNSeg
+
+    weights = mixing_weights(weights, len(paths))
 
     configs, states = zip(*(read_checkpoint(p) for p in paths))
     for p, c in zip(paths[1:], configs[1:]):
@@ -73,9 +94,13 @@ def average_checkpoints(paths: list[str | Path], name: str | None = None):
             raise ValueError(f"{p}: a different architecture from {paths[0]}: {differs}")
     config = {k: configs[0][k] for k in ARCHITECTURE}
     # the inputs' descriptions quote their own figures, which the average does not share
-    description = "Mean of the weights of " + ", ".join(str(p) for p in paths) + " (python -m train.average)."
+    if len(set(weights)) == 1:
+        description = "Mean of the weights of " + ", ".join(str(p) for p in paths) + " (python -m train.average)."
+    else:
+        description = ("Weighted mean of the weights of " + ", ".join(f"{p} ({w:g})" for p, w in zip(paths, weights))
+                       + " (python -m train.average --weights).")
     model = ClassNSeg(**config, name=name or configs[0].get("name", "classnseg"), description=description)
-    model.load_state_dict(average_state_dicts([{k: v.cpu() for k, v in s.items()} for s in states]))
+    model.load_state_dict(average_state_dicts([{k: v.cpu() for k, v in s.items()} for s in states], weights))
     return model.eval()
 
 
@@ -84,6 +109,9 @@ def main(argv=None) -> int:
     p.add_argument("checkpoints", nargs="+", help="checkpoint directories or last.pt files of one trajectory")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", help="model name stored in config.json (default: the first checkpoint's)")
+    p.add_argument("--weights", type=float, nargs="+", metavar="W",
+                   help="one weight per checkpoint, scaled to sum to 1 (default: equal); e.g. a fine-tune's start "
+                        "and end with 0.5 0.5 for the weight-space interpolation of WiSE-FT")
     p.add_argument("--calibrate", type=Path, metavar="ROOT", help="fit the calibration on ROOT's val split")
     p.add_argument("--target-fpr", type=float, default=0.01)
     args = p.parse_args(argv)
@@ -91,7 +119,7 @@ def main(argv=None) -> int:
         p.error("give at least two checkpoints")
 
     try:
-        model = average_checkpoints(args.checkpoints, args.name)
+        model = average_checkpoints(args.checkpoints, args.name, args.weights)
     except ValueError as e:  # wrong inputs: one line for the user, not a traceback
         p.error(str(e))
     model.save_pretrained(args.out)
