@@ -375,3 +375,27 @@ def test_scale_scores_the_trained_size_as_the_paper_and_resizes_the_others(built
     assert d == pytest.approx(small["auc"]["all"] - paper["auc"]["all"]) and lo <= hi
     D.main(["scale", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"), "--scale", "1.25"])
     assert "resized to 320x320" in capsys.readouterr().out
+
+
+def test_degradation_scores_compare_with_train_compare(built, tmp_path, capsys):
+    root, model = built
+    scores = tmp_path / "deg.csv"
+    D.main(["degradations", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"),
+            "--only", "none", "--only", "jpeg 40-60", "--precision", "fp32", "--scores", str(scores)])
+    from train.compare import main as compare_main, read_scores
+
+    table = read_scores(scores)
+    assert list(table["models"]) == ["none", "jpeg 40-60"]
+    s = E.collect(model, E.open_split(root, "test"), precision="fp32")
+    np.testing.assert_allclose(table["models"]["none"], s["p_fake"], rtol=1e-5)
+    assert len(table["models"]["jpeg 40-60"]) == len(s["p_fake"])  # (this tiny model scores near-constant)
+    capsys.readouterr()
+    assert compare_main([str(scores), "--base", "none", "--boot", "50"]) == 0
+    assert "jpeg 40-60" in capsys.readouterr().out
+
+
+def test_scores_belong_to_degradations_only(built):
+    root, _ = built
+    with pytest.raises(SystemExit):
+        D.main(["visibility", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"),
+                "--scores", "x.csv"])

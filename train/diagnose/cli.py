@@ -15,7 +15,7 @@ from train.diagnose.scale import SCALES, at_scales
 from train.diagnose.selfblend import format_selfblend, selfblend_ingredients
 from train.diagnose.video_alarms import DEFAULT_TPRS, format_tradeoff, tradeoff
 from train.diagnose.pixel_change import by_visibility, format_visibility
-from train.evaluate import open_split
+from train.evaluate import open_split, write_scores
 
 
 def main(argv=None) -> None:
@@ -40,7 +40,12 @@ def main(argv=None) -> None:
     p.add_argument("--every", type=int, default=10, help="tradeoff: analyse every k-th frame")
     p.add_argument("--tpr", type=float, action="append", help="tradeoff: detection rates to match (repeatable)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--scores", type=Path, metavar="CSV",
+                   help="degradations: every crop's p_fake, one column per degradation, as train.evaluate --scores "
+                        "writes them (python -m train.compare CSV --base none: each degradation's AUC cost, paired)")
     args = p.parse_args(argv)
+    if args.scores and args.analysis != "degradations":
+        p.error("--scores goes with degradations")
     if args.analysis == "tradeoff" and not args.videos:
         p.error("tradeoff needs --videos")
     if args.analysis != "ensemble" and len(args.model) > 1:
@@ -75,8 +80,12 @@ def main(argv=None) -> None:
         result = probes(model, open_split(args.data, args.fit_split, limit=args.fit_limit), data)
         print(format_probes(result))
     elif args.analysis == "degradations":
-        result = degradations(model, data, args.only, args.precision or "bf16")
+        result = degradations(model, data, args.only, args.precision or "bf16", keep_scores=bool(args.scores))
         print(format_degradations(result))
+        if args.scores:
+            write_scores(args.scores, data.rows, [{"model": r["degradation"], "p_fake": r.pop("p_fake")}
+                                                   for r in result])
+            print(f"wrote {args.scores}")
     else:
         result = by_visibility(model, data, args.precision or "bf16")
         print(format_visibility(result))

@@ -59,13 +59,17 @@ class DegradedFrames(ManifestFrames):
         return np.ascontiguousarray(rgb), np.ascontiguousarray(mask)
 
 
-def degradations(model, data: ManifestFrames, names=None, precision: str = "bf16") -> list[dict]:
+def degradations(model, data: ManifestFrames, names=None, precision: str = "bf16",
+                 keep_scores: bool = False) -> list[dict]:
+    """One row per degradation: AUC per family (degraded fakes against degraded reals) and the share of reals
+    flagged at the model's threshold; with ``keep_scores`` also "p_fake", every crop's score in split order."""
     rows = []
     for name in names or DEGRADATIONS:
         s = collect(model, DegradedFrames(data, DEGRADATIONS[name]), precision=precision, batch_size=64)
         reals = s["p_fake"][s["label"] == 1]
         rows.append({"degradation": name, "auc": family_aucs(s),
-                     "real_flagged": float((reals > model.threshold).mean()) if len(reals) else float("nan")})
+                     "real_flagged": float((reals > model.threshold).mean()) if len(reals) else float("nan"),
+                     **({"p_fake": s["p_fake"]} if keep_scores else {})})
     return rows
 
 
