@@ -11,8 +11,9 @@ With two checkpoints, a fine-tune's start and its end, ``--weights 0.5 0.5`` is 
 robust fine-tuning (WiSE-FT, Wortsman et al. 2022): a point on the straight line between them, which often keeps
 what the start does well on data unlike the fine-tune's (here: real video) and part of what the fine-tune gained.
 
-Averaging only makes sense for checkpoints on one trajectory (a run and its continuations): weights from
-independent runs sit in different basins and their mean is a broken network.
+Averaging only makes sense for checkpoints that share a start: a run and its continuations, or fine-tunes of one
+checkpoint (a "model soup", Wortsman et al. 2022; the shipped default's fourth version is the mean of two). Weights
+from independent runs sit in different basins and their mean is a broken network.
 
 The probability calibration of the inputs does not carry over to the mean, so the output starts with the identity
 map; ``--calibrate ROOT`` fits it on ROOT's validation split right away (the same code as ``train.calibrate``).
@@ -106,7 +107,7 @@ def average_checkpoints(paths: list[str | Path], name: str | None = None, weight
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", help="checkpoint directories or last.pt files of one trajectory")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint directories or last.pt files that share a start")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", help="model name stored in config.json (default: the first checkpoint's)")
     p.add_argument("--weights", type=float, nargs="+", metavar="W",
