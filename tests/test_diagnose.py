@@ -394,8 +394,27 @@ def test_degradation_scores_compare_with_train_compare(built, tmp_path, capsys):
     assert "jpeg 40-60" in capsys.readouterr().out
 
 
+def test_named_degradation_scores_compare_across_checkpoints(built, tmp_path, capsys):
+    root, _ = built
+    files = []
+    for name in ("a", "b"):
+        files.append(tmp_path / f"{name}.csv")
+        D.main(["degradations", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"),
+                "--only", "none", "--precision", "fp32", "--scores", str(files[-1]), "--name", name])
+    from train.compare import main as compare_main, read_scores
+
+    assert list(read_scores(files[0])["models"]) == ["a: none"]
+    capsys.readouterr()
+    assert compare_main([str(f) for f in files] + ["--base", "a: none", "--model", "b: none", "--boot", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "b: none" in out and "+0.000" in out  # one checkpoint twice: no difference
+
+
 def test_scores_belong_to_degradations_only(built):
     root, _ = built
     with pytest.raises(SystemExit):
         D.main(["visibility", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"),
                 "--scores", "x.csv"])
+    with pytest.raises(SystemExit):
+        D.main(["degradations", "--data", str(root), "--split", "test", "--model", str(root / "ckpt"),
+                "--name", "a"])

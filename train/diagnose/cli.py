@@ -43,9 +43,14 @@ def main(argv=None) -> None:
     p.add_argument("--scores", type=Path, metavar="CSV",
                    help="degradations: every crop's p_fake, one column per degradation, as train.evaluate --scores "
                         "writes them (python -m train.compare CSV --base none: each degradation's AUC cost, paired)")
+    p.add_argument("--name", metavar="NAME",
+                   help="degradations --scores: name the columns 'NAME: degradation', so that two checkpoints' "
+                        "files compare by name (train.compare A.csv B.csv --base 'A: none' --model 'B: none')")
     args = p.parse_args(argv)
     if args.scores and args.analysis != "degradations":
         p.error("--scores goes with degradations")
+    if args.name and not args.scores:
+        p.error("--name names the columns of --scores")
     if args.analysis == "tradeoff" and not args.videos:
         p.error("tradeoff needs --videos")
     if args.analysis != "ensemble" and len(args.model) > 1:
@@ -83,7 +88,8 @@ def main(argv=None) -> None:
         result = degradations(model, data, args.only, args.precision or "bf16", keep_scores=bool(args.scores))
         print(format_degradations(result))
         if args.scores:
-            write_scores(args.scores, data.rows, [{"model": r["degradation"], "p_fake": r.pop("p_fake")}
+            prefix = f"{args.name}: " if args.name else ""
+            write_scores(args.scores, data.rows, [{"model": prefix + r["degradation"], "p_fake": r.pop("p_fake")}
                                                    for r in result])
             print(f"wrote {args.scores}")
     else:
