@@ -83,3 +83,63 @@ def test_wrong_weights_are_refused_in_one_line(tmp_path, capsys, weights, messag
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _tiny_split(root, n=6):
+    """A manifest with n random 256x256 crops in its train split, half of them fake."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask", "label", "method", "person", "split"])
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+            fake = i % 2 == 1
+            w.writerow([f"images/{i}.png", "", "fake" if fake else "real", "deepfake" if fake else "", f"p{i}", "train"])
+    return root
+
+
+def test_batchnorm_statistics_are_measured_afresh(tmp_path):
+    from train.average import recompute_batchnorm
+    from train.data import ManifestDataset
+
+    model = ClassNSeg(method_head=True).eval()
+    data = ManifestDataset(_tiny_split(tmp_path / "d"), "train")
+    first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first_bn.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach().clone()))
+    weights_before = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k
+                      and "num_batches" not in k}
+    assert recompute_batchnorm(model, data, crops=4, batch_size=2) == 4
+    hook.remove()
+    x = torch.cat(seen)  # what the layer read: two batches of two
+    # the plain mean over the batches of each batch's statistics (equal batches: the mean over all crops)
+    torch.testing.assert_close(first_bn.running_mean, x.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    batch_vars = torch.stack([b.var((0, 2, 3), unbiased=True) for b in seen])
+    torch.testing.assert_close(first_bn.running_var, batch_vars.mean(0), rtol=1e-4, atol=1e-5)
+    assert first_bn.momentum == 0.1 and not model.training  # left as found, in eval mode
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in weights_before.items())  # only the statistics change
+
+
+def test_cli_recomputes_batchnorm_of_the_mean(tmp_path, capsys):
+    _checkpoint(tmp_path / "a", 0)
+    _checkpoint(tmp_path / "b", 1)
+    root = _tiny_split(tmp_path / "d")
+    average_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "plain")])
+    average_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "bn"),
+                  "--recompute-bn", str(root), "--bn-crops", "4"])
+    plain, bn = load_model(tmp_path / "plain").state_dict(), load_model(tmp_path / "bn").state_dict()
+    stats = [k for k in plain if k.endswith("running_mean")]
+    assert stats and all(not torch.allclose(plain[k], bn[k]) for k in stats[:3])
+    assert torch.equal(plain["encoder.layers.0.weight"], bn["encoder.layers.0.weight"])
+    assert "measured afresh on 4 crops" in load_model(tmp_path / "bn").config["description"]
+    with pytest.raises(SystemExit):
+        average_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "x"),
+                      "--recompute-bn", str(tmp_path / "nowhere")])
+    assert "--recompute-bn" in capsys.readouterr().err

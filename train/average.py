@@ -15,6 +15,11 @@ Averaging only makes sense for checkpoints that share a start: a run and its con
 checkpoint (a "model soup", Wortsman et al. 2022; the shipped default's fourth version is the mean of two). Weights
 from independent runs sit in different basins and their mean is a broken network.
 
+The batch-norm running statistics of a mean are a mean of statistics, not the statistics of the mean's own
+activations. ``--recompute-bn ROOT`` measures them afresh (as SWA's ``update_bn`` does): the averaged network reads
+``--bn-crops`` unaugmented crops of ROOT's train split in training mode, without gradients, each decoder reading the
+true label's half as in training, and every batch-norm layer keeps the plain mean of what it saw.
+
 The probability calibration of the inputs does not carry over to the mean, so the output starts with the identity
 map; ``--calibrate ROOT`` fits it on ROOT's validation split right away (the same code as ``train.calibrate``).
 """
@@ -105,6 +110,32 @@ def average_checkpoints(paths: list[str | Path], name: str | None = None, weight
     return model.eval()
 
 
+@torch.no_grad()
+def recompute_batchnorm(model, data, crops: int = 2048, batch_size: int = 64, seed: int = 0) -> int:
+    """Reset every batch-norm layer's running statistics to the plain mean over ``crops`` items of ``data`` (a seeded
+    random subset; all when it has fewer), read in training mode with the true label's half decoded; returns the
+    number of crops read. The model comes back in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:crops].tolist()
+    subset = torch.utils.data.Subset(data, order)
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+    model.train()
+    try:
+        for batch in loader:
+            model(batch["image"], gate=batch["label"].reshape(-1).long(), reconstruct=False)
+    finally:
+        for m, momentum in saved.items():
+            m.momentum = momentum
+        model.eval()
+    return len(subset)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint directories or last.pt files that share a start")
@@ -113,16 +144,30 @@ def main(argv=None) -> int:
     p.add_argument("--weights", type=float, nargs="+", metavar="W",
                    help="one weight per checkpoint, scaled to sum to 1 (default: equal); e.g. a fine-tune's start "
                         "and end with 0.5 0.5 for the weight-space interpolation of WiSE-FT")
+    p.add_argument("--recompute-bn", type=Path, metavar="ROOT",
+                   help="measure the batch-norm statistics afresh on ROOT's train split (unaugmented crops)")
+    p.add_argument("--bn-crops", type=int, default=2048, help="--recompute-bn: how many crops (a seeded subset)")
     p.add_argument("--calibrate", type=Path, metavar="ROOT", help="fit the calibration on ROOT's val split")
     p.add_argument("--target-fpr", type=float, default=0.01)
     args = p.parse_args(argv)
     if len(args.checkpoints) < 2:
         p.error("give at least two checkpoints")
+    if args.bn_crops < 1:
+        p.error("--bn-crops must be at least 1")
 
     try:
         model = average_checkpoints(args.checkpoints, args.name, args.weights)
     except ValueError as e:  # wrong inputs: one line for the user, not a traceback
         p.error(str(e))
+    if args.recompute_bn is not None:
+        from .data import ManifestDataset
+
+        try:
+            train_split = ManifestDataset(args.recompute_bn, "train")
+        except (OSError, ValueError) as e:
+            p.error(f"--recompute-bn: {e}")
+        n = recompute_batchnorm(model, train_split, args.bn_crops)
+        model.description += f" Batch-norm statistics measured afresh on {n} crops of {args.recompute_bn} (train)."
     model.save_pretrained(args.out)
     print(f"averaged {len(args.checkpoints)} checkpoints -> {args.out}")
     if args.calibrate is not None:
