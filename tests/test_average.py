@@ -100,7 +100,8 @@ def _tiny_split(root, n=6):
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
             fake = i % 2 == 1
-            w.writerow([f"images/{i}.png", "", "fake" if fake else "real", "deepfake" if fake else "", f"p{i}", "train"])
+            w.writerow([f"images/{i}.png", "", "fake" if fake else "real", "deepfake" if fake else "", f"p{i}",
+                        "train"])
     return root
 
 

@@ -239,6 +239,12 @@ def _assert_refused(capsys, argv: list[str], why: str) -> None:
     assert refused.value.code == 2 and why in capsys.readouterr().err
 
 
+def test_by_person_needs_one_built_dataset(capsys):
+    _assert_refused(capsys, ["--data", "d", "--data", "e", "--out", "o", "--by-person"],
+                    "give one --data and no --faces")
+    _assert_refused(capsys, ["--faces", "f", "--out", "o", "--by-person"], "--by-person batches the people")
+
+
 def test_focal_needs_the_margin_loss(capsys):
     from train.train import parse_args
 

@@ -167,6 +167,8 @@ def option_clash(args: argparse.Namespace) -> str | None:
         return "--motion-blur is part of the video-like augmentation: drop --no-video-degradation and --no-augment"
     if not 0 <= args.motion_blur <= 1:
         return "--motion-blur is a share of the training crops, from 0 to 1"
+    if args.by_person and (len(args.data) != 1 or args.faces):
+        return "--by-person batches the people of one built dataset: give one --data and no --faces"
     if args.interleave and (len(args.data) != 1 or args.faces):
         return "--interleave draws a family's pairs from one built dataset: give one --data and no --faces"
     if args.interleave_augment != "mild" and not args.interleave:
