@@ -1,13 +1,16 @@
-"""Test media made on the fly: clips of the astronaut photograph (scikit-image ships it) and a free local port."""
+"""Test media made on the fly: clips and a tiny built dataset of the astronaut photograph (scikit-image ships it), and a
+free local port."""
 
 from __future__ import annotations
 
+import csv
 import math
 import socket
 from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 
 def free_port() -> int:
@@ -64,3 +67,33 @@ def write_clip(path: Path, n: int = 30, fps: int = 25, audio: bool = True, facel
             out.mux(p)
     out.close()
     return path
+
+
+def tiny_dataset(root, astronaut, n_people=4):
+    """A built dataset in train.build_dataset's layout (people p0, p1 train; p2, p3 val). Reals: crops of the astronaut with jitter; fakes: a textured square pasted in (exact mask)."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = []
+    base = np.asarray(Image.fromarray(astronaut[0:300, 100:400]).resize((256, 256)))
+    for p in range(n_people):
+        split = ["train", "train", "val", "val"][p]
+        for k in range(6):
+            img = np.clip(base.astype(int) + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
+            name = f"p{p}_{k}"
+            Image.fromarray(img).save(root / "images" / f"{name}_real.jpg", quality=95)
+            rows.append(dict(image=f"images/{name}_real.jpg", mask="", label="real", method="", person=f"p{p}",
+                             split=split))
+            fake, mask = img.copy(), np.zeros((256, 256), np.uint8)
+            y, x = rng.integers(40, 150, 2)
+            fake[y:y + 80, x:x + 80] = rng.integers(0, 255, (80, 80, 3))
+            mask[y:y + 80, x:x + 80] = 255
+            Image.fromarray(fake).save(root / "images" / f"{name}_fake.jpg", quality=95)
+            Image.fromarray(mask).save(root / "masks" / f"{name}_fake.png")
+            rows.append(dict(image=f"images/{name}_fake.jpg", mask=f"masks/{name}_fake.png", label="fake",
+                             method="selfblend", person=f"p{p}", split=split))
+    with open(root / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

@@ -5,6 +5,7 @@ import torch
 
 from mtl import load_model
 from mtl.model import ClassNSeg
+from tests.media import tiny_dataset
 from train.average import average_checkpoints, main as average_main
 
 
@@ -85,32 +86,12 @@ def test_wrong_weights_are_refused_in_one_line(tmp_path, capsys, weights, messag
     assert not (tmp_path / "out").exists()
 
 
-def _tiny_split(root, n=6):
-    """A manifest with n random 256x256 crops in its train split, half of them fake."""
-    import csv
-
-    import numpy as np
-    from PIL import Image
-
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    with open(root / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "mask", "label", "method", "person", "split"])
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-            fake = i % 2 == 1
-            w.writerow([f"images/{i}.png", "", "fake" if fake else "real", "deepfake" if fake else "", f"p{i}",
-                        "train"])
-    return root
-
-
-def test_batchnorm_statistics_are_measured_afresh(tmp_path):
+def test_batchnorm_statistics_are_measured_afresh(tmp_path, astronaut):
     from train.average import recompute_batchnorm
     from train.data import ManifestDataset
 
     model = ClassNSeg(method_head=True).eval()
-    data = ManifestDataset(_tiny_split(tmp_path / "d"), "train")
+    data = ManifestDataset(tiny_dataset(tmp_path / "d", astronaut), "train")
     first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     seen = []
     hook = first_bn.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach().clone()))
@@ -128,10 +109,10 @@ def test_batchnorm_statistics_are_measured_afresh(tmp_path):
     assert all(torch.equal(after[k], v) for k, v in weights_before.items())  # only the statistics change
 
 
-def test_cli_recomputes_batchnorm_of_the_mean(tmp_path, capsys):
+def test_cli_recomputes_batchnorm_of_the_mean(tmp_path, astronaut, capsys):
     _checkpoint(tmp_path / "a", 0)
     _checkpoint(tmp_path / "b", 1)
-    root = _tiny_split(tmp_path / "d")
+    root = tiny_dataset(tmp_path / "d", astronaut)
     average_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "plain")])
     average_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "bn"),
                   "--recompute-bn", str(root), "--bn-crops", "4"])

@@ -10,37 +10,10 @@ from PIL import Image
 
 from mtl import ClassNSeg, load_model
 from mtl.constants import FAMILIES
+from tests.media import tiny_dataset as _tiny_dataset
 from train.train import main as train_main
 
 
-def _tiny_dataset(root, astronaut, n_people=4):
-    """Reals: crops of the astronaut with jitter; fakes: a textured square pasted in (exact mask)."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rows = []
-    base = np.asarray(Image.fromarray(astronaut[0:300, 100:400]).resize((256, 256)))
-    for p in range(n_people):
-        split = ["train", "train", "val", "val"][p]
-        for k in range(6):
-            img = np.clip(base.astype(int) + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
-            name = f"p{p}_{k}"
-            Image.fromarray(img).save(root / "images" / f"{name}_real.jpg", quality=95)
-            rows.append(dict(image=f"images/{name}_real.jpg", mask="", label="real", method="", person=f"p{p}",
-                             split=split))
-            fake, mask = img.copy(), np.zeros((256, 256), np.uint8)
-            y, x = rng.integers(40, 150, 2)
-            fake[y:y + 80, x:x + 80] = rng.integers(0, 255, (80, 80, 3))
-            mask[y:y + 80, x:x + 80] = 255
-            Image.fromarray(fake).save(root / "images" / f"{name}_fake.jpg", quality=95)
-            Image.fromarray(mask).save(root / "masks" / f"{name}_fake.png")
-            rows.append(dict(image=f"images/{name}_fake.jpg", mask=f"masks/{name}_fake.png", label="fake",
-                             method="selfblend", person=f"p{p}", split=split))
-    with open(root / "manifest.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return root
 
 
 @pytest.mark.slow
