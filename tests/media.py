@@ -70,7 +70,10 @@ def write_clip(path: Path, n: int = 30, fps: int = 25, audio: bool = True, facel
 
 
 def tiny_dataset(root, astronaut, n_people=4):
-    """A built dataset in train.build_dataset's layout (people p0, p1 train; p2, p3 val). Reals: crops of the astronaut with jitter; fakes: a textured square pasted in (exact mask)."""
+    """A built dataset in train.build_dataset's layout (people p0, p1 train; p2, p3 val).
+
+    Reals: crops of the astronaut with jitter; fakes: a textured square pasted in (exact mask).
+    """
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()

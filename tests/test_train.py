@@ -14,8 +14,6 @@ from tests.media import tiny_dataset as _tiny_dataset
 from train.train import main as train_main
 
 
-
-
 @pytest.mark.slow
 def test_a_few_steps_lower_the_loss_and_save_a_loadable_checkpoint(tmp_path, astronaut):
     data = _tiny_dataset(tmp_path / "data", astronaut)
