@@ -604,6 +604,20 @@ def test_interleaved_batches_of_several_families_take_the_pair_slots_in_turn():
     again = make()
     again.set_epoch(1, skip=5)
     assert list(again) == epochs[1][5:]
+    # two turns a round for A, one for B: slots go A A B A A B ..., each family still reading its stream in order
+    weighted = InterleavedBatches(ShuffledBatches(28, 4, seed=1),
+                                  [ShuffledBatches(8, 4, seed=2), ShuffledBatches(12, 4, seed=3)], 2, [28, 36], [2, 1])
+    runs, a = [], stream(8, 2, 28, 5)
+    for epoch in range(2):
+        weighted.set_epoch(epoch)
+        runs.append(list(weighted))
+    assert runs[0][1::2] == [a[0], a[1], b[0], a[2], a[3], b[1], a[4]]
+    assert runs[1][1::2] == [a[5], b[2], a[6], a[7], b[3], a[8], a[9]]  # epoch 1 starts mid-round (slot 7)
+    assert runs[0][0::2] == epochs[0][0::2]  # the main batches as before
+    weighted.set_epoch(1, skip=3)
+    assert list(weighted) == runs[1][3:]
+    with pytest.raises(ValueError, match="whole number of turns"):
+        InterleavedBatches(ShuffledBatches(28, 4), [ShuffledBatches(8, 4), ShuffledBatches(12, 4)], 2, [28, 36], [2, 0])
 
 
 def test_motion_blur_smears_along_its_direction_and_only_inside_its_region(astronaut):
@@ -683,7 +697,7 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
         writer.writerows(rows)
     args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--by-person", "--batch-size", "4",
                        "--workers", "0", "--h264", "0.4", "--interleave", "selfblend=2"])
-    assert args.interleave == (("selfblend",), 2)
+    assert args.interleave == (("selfblend",), 2, (1,))
     train_set, val_set = build_datasets(args)
     main, pairs = train_set.datasets
     assert len(main) == 24 and main.video and main.h264 == 0.4
@@ -708,6 +722,12 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
     assert [{rows[i]["person"] for i in batch} for batch in pair_batches] == [{"p0"}, {"p1"}] * 3
     assert all(min(batch) >= 36 for batch in pair_batches[1::2])  # p1's deepfake pairs, past the self-blends'
     assert not selfblends.video and selfblends.h264 == 0 and main.h264 == 0.4  # mild: no video-like losses
+    # FAMILY:T: two self-blend turns for each deepfake one
+    args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--by-person", "--batch-size", "4",
+                       "--workers", "0", "--interleave", "selfblend:2,deepfake=2"])
+    assert args.interleave == (("selfblend", "deepfake"), 2, (2, 1))
+    pair_batches = list(make_train_loader(args, build_datasets(args)[0]).batch_sampler)[1::2]
+    assert [{rows[i]["person"] for i in batch} for batch in pair_batches] == [{"p0"}, {"p0"}, {"p1"}] * 2
     # --interleave-augment full: the pairs augmented as the main set, video-like losses and --h264 included
     args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--h264", "0.4", "--interleave",
                        "selfblend=2", "--interleave-augment", "full"])
@@ -715,8 +735,10 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
     assert pairs.augment and pairs.video and pairs.h264 == main.h264 == 0.4
     for bad in ("selfblend=1", "nosuch=2", "selfblend", "selfblend,=2", "selfblend,reenact=1"):
         _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", bad], "expected FAMILY=K")
-    _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", "selfblend,selfblend=2"],
+    _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", "selfblend,selfblend:2=2"],
                     "named twice")
+    for bad in ("selfblend:0=2", "selfblend:=2", "selfblend:x,reenact=2"):
+        _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave", bad], "expected FAMILY:T")
     _assert_refused(capsys, ["--data", str(data), "--out", "o", "--interleave-augment", "full"], "give --interleave")
     _assert_refused(capsys, ["--faces", str(data), "--out", "o", "--interleave", "selfblend=2"], "give one --data")
     _assert_refused(capsys, ["--data", "a", "--data", "b", "--out", "o", "--interleave", "selfblend=2"],

@@ -438,39 +438,55 @@ class InterleavedBatches(EpochBatches):
     batch), the pair batches taken from the samplers in ``pure`` in turn (one per family), the indices of each
     shifted by its ``offsets`` entry (its place in a ``ConcatDataset`` after the main set).
 
+    ``turns`` gives each family its number of turns in a round (default one each: (2, 1) gives the first family two
+    pair batches for each of the second's, in the order first, first, second).
+
     Each family's pairs run on as one endless stream across the main epochs, each of its passes reshuffled: the
-    run's pair slots are numbered on from epoch to epoch, slot ``s`` going to family ``s % len(pure)`` and taking the
-    next batch of its stream, so a family smaller than the whole set is cycled through in turn rather than its first
-    batches seen over and over. The order still follows from the seed and the epoch alone, as a resumed run needs.
+    run's pair slots are numbered on from epoch to epoch, slot ``s`` going to the family whose turn it is in round
+    ``s // sum(turns)`` and taking the next batch of its stream, so a family smaller than the whole set is cycled
+    through in turn rather than its first batches seen over and over. The order still follows from the seed and the
+    epoch alone, as a resumed run needs.
     """
 
-    def __init__(self, main: EpochBatches, pure: list[EpochBatches], every: int, offsets: list[int]):
+    def __init__(self, main: EpochBatches, pure: list[EpochBatches], every: int, offsets: list[int],
+                 turns: list[int] | None = None):
         if every < 2:
             raise ValueError("every must be 2 or more (every batch pure is a dataset of that family alone)")
         if not pure or len(pure) != len(offsets):
             raise ValueError("give one offset for each set of pairs, and at least one set")
         if any(len(p) == 0 for p in pure):
             raise ValueError("an interleaved set has fewer samples than one batch")
+        turns = list(turns) if turns is not None else [1] * len(pure)
+        if len(turns) != len(pure) or any(t < 1 for t in turns):
+            raise ValueError("give each set of pairs a whole number of turns, 1 or more")
         self.main, self.pure, self.every, self.offsets = main, list(pure), every, list(offsets)
+        self.round = [f for f, t in enumerate(turns) for _ in range(t)]  # slot s % len(round) -> its family
+        self.turns = turns
+
+    def _family_of(self, slot: int) -> tuple[int, int]:
+        """Slot ``slot``'s family and the place in that family's stream of the batch it takes."""
+        rounds, at = divmod(slot, len(self.round))
+        family = self.round[at]
+        return family, rounds * self.turns[family] + self.round[:at].count(family)
 
     def _pure_share(self, main_batches: int) -> int:
         return main_batches // (self.every - 1)
 
     def _batches(self) -> list[list[int]]:
         main = self.main.whole_epoch(self.epoch)
-        wanted, families = self._pure_share(len(main)), len(self.pure)
+        wanted = self._pure_share(len(main))
         first = self.epoch * wanted  # this epoch's first pair slot, numbered across the run
-        slots = range(first, first + wanted)
+        slots = [self._family_of(s) for s in range(first, first + wanted)]
         streams = []
         for f, (sampler, offset) in enumerate(zip(self.pure, self.offsets)):
-            mine = [s // families for s in slots if s % families == f]  # positions in family f's stream
+            mine = [place for family, place in slots if family == f]  # consecutive places in family f's stream
             taken = _stream(sampler, mine[0], len(mine)) if mine else []
             streams.append(iter([[i + offset for i in b] for b in taken]))
         out = []
         for k, batch in enumerate(main, 1):
             out.append(batch)
             if k % (self.every - 1) == 0:
-                out.append(next(streams[(first + k // (self.every - 1) - 1) % families]))
+                out.append(next(streams[slots[k // (self.every - 1) - 1][0]]))
         return out
 
     def __len__(self) -> int:

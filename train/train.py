@@ -110,13 +110,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--oversample", action="append", type=family_count, default=[], metavar="FAMILY=K",
                    help="repeat the training fakes of a family K times per epoch, 0 to leave them out "
                         "(repeatable; --data sets only)")
-    p.add_argument("--interleave", type=family_every, metavar="FAMILY[,FAMILY...]=K",
+    p.add_argument("--interleave", type=family_every, metavar="FAMILY[:T][,FAMILY[:T]...]=K",
                    help="every K-th training batch (K >= 2) holds only FAMILY's forgeries and their photos' real "
                         "crops, with the mild augmentation of --no-video-degradation (or, with --interleave-augment "
                         "full, the main batches' own), the rest as the options say: "
                         "faint evidence gets batches of its own and crops that keep it. Several families take those "
                         "batches in turn (selfblend,reenact=2: every other batch, self-blends and reenactments "
-                        "alternating). One --data set")
+                        "alternating), FAMILY:T giving one T turns a round (selfblend:2,reenact=2: two self-blend "
+                        "batches for each reenactment one). One --data set")
     p.add_argument("--interleave-augment", choices=["mild", "full"], default="mild",
                    help="--interleave's pair batches: the mild augmentation (default) or the main batches' own, "
                         "video-like losses and --h264 included")
@@ -217,17 +218,22 @@ def family_count(spec: str) -> tuple[str, int]:
     return family_spec(spec, least=0)
 
 
-def family_every(spec: str) -> tuple[tuple[str, ...], int]:
-    """``--interleave``'s value: ``"selfblend,reenact=2"`` -> ``(("selfblend", "reenact"), 2)``, one or more
-    distinct families whose pair batches take every K-th batch in turn, K >= 2 (every batch would be a dataset of
-    those families alone)."""
+def family_every(spec: str) -> tuple[tuple[str, ...], int, tuple[int, ...]]:
+    """``--interleave``'s value: ``"selfblend:2,reenact=3"`` -> ``(("selfblend", "reenact"), 3, (2, 1))``, one or
+    more distinct families whose pair batches take every K-th batch (K >= 2; every batch would be a dataset of those
+    families alone) in turn, a family given T turns a round with ``FAMILY:T`` (one without)."""
     families, _, k = spec.partition("=")
-    names = tuple(families.split(","))
-    for name in names:
+    names, turns = [], []
+    for item in families.split(","):
+        name, colon, t = item.partition(":")
+        if colon and not (t.isdigit() and int(t) >= 1):
+            raise argparse.ArgumentTypeError(f"expected FAMILY:T with T a whole number of turns >= 1, not {item!r}")
         family_spec(f"{name}={k}", least=2)  # each family known, K a whole number >= 2
+        names.append(name)
+        turns.append(int(t) if colon else 1)
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"a family named twice in {spec!r}")
-    return names, int(k)
+    return tuple(names), int(k), tuple(turns)
 
 
 def oversample(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
@@ -582,11 +588,11 @@ def make_train_loader(args, train_set, rank: int = 0, world: int = 1, device=tor
     common = dict(num_workers=args.workers, persistent_workers=persistent, pin_memory=device.type == "cuda")
     if args.interleave:
         main, *pairs = train_set.datasets  # build_datasets puts each family's pairs after the main set, in order
-        families, every = args.interleave
+        families, every, turns = args.interleave
         offsets = train_set.cumulative_sizes[:-1]
         try:
             batches = InterleavedBatches(_batches_of(args, main, rank, world),
-                                         [_batches_of(args, p, rank, world) for p in pairs], every, offsets)
+                                         [_batches_of(args, p, rank, world) for p in pairs], every, offsets, turns)
         except ValueError as e:
             sizes = ", ".join(f"{len(p)} {family}" for p, family in zip(pairs, families))
             raise SystemExit(f"--interleave {','.join(families)}={every}: pairs {sizes}: {e}") from e
