@@ -728,6 +728,9 @@ def test_interleave_builds_mildly_augmented_family_batches_of_whole_people(tmp_p
     assert args.interleave == (("selfblend", "deepfake"), 2, (2, 1))
     pair_batches = list(make_train_loader(args, build_datasets(args)[0]).batch_sampler)[1::2]
     assert [{rows[i]["person"] for i in batch} for batch in pair_batches] == [{"p0"}, {"p0"}, {"p1"}] * 2
+    args.batch_size = 64  # more than either family's pairs: refused, the option named as given
+    with pytest.raises(SystemExit, match=r"--interleave selfblend:2,deepfake=2: pairs 12 selfblend, \d+ deepfake"):
+        make_train_loader(args, build_datasets(args)[0])
     # --interleave-augment full: the pairs augmented as the main set, video-like losses and --h264 included
     args = parse_args(["--data", str(data), "--out", str(tmp_path / "run"), "--h264", "0.4", "--interleave",
                        "selfblend=2", "--interleave-augment", "full"])

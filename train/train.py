@@ -595,7 +595,8 @@ def make_train_loader(args, train_set, rank: int = 0, world: int = 1, device=tor
                                          [_batches_of(args, p, rank, world) for p in pairs], every, offsets, turns)
         except ValueError as e:
             sizes = ", ".join(f"{len(p)} {family}" for p, family in zip(pairs, families))
-            raise SystemExit(f"--interleave {','.join(families)}={every}: pairs {sizes}: {e}") from e
+            named = ",".join(f"{f}:{t}" if t > 1 else f for f, t in zip(families, turns))
+            raise SystemExit(f"--interleave {named}={every}: pairs {sizes}: {e}") from e
     else:
         batches = _batches_of(args, train_set, rank, world)
     return DataLoader(train_set, batch_sampler=batches, **common)
