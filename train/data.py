@@ -461,13 +461,12 @@ class InterleavedBatches(EpochBatches):
             raise ValueError("give each set of pairs a whole number of turns, 1 or more")
         self.main, self.pure, self.every, self.offsets = main, list(pure), every, list(offsets)
         self.round = [f for f, t in enumerate(turns) for _ in range(t)]  # slot s % len(round) -> its family
-        self.turns = turns
 
     def _family_of(self, slot: int) -> tuple[int, int]:
         """Slot ``slot``'s family and the place in that family's stream of the batch it takes."""
         rounds, at = divmod(slot, len(self.round))
         family = self.round[at]
-        return family, rounds * self.turns[family] + self.round[:at].count(family)
+        return family, rounds * self.round.count(family) + self.round[:at].count(family)
 
     def _pure_share(self, main_batches: int) -> int:
         return main_batches // (self.every - 1)
