@@ -192,3 +192,31 @@ def test_clip_frames_compared_pairwise(tmp_path, capsys):
         C.main([])
     with pytest.raises(SystemExit):
         C.main([str(tmp_path / "absent.csv")])
+
+
+def test_mean_log_odds_ensemble_column(tmp_path, capsys):
+    table = {"models": {"a": np.array([0.5, 0.1]), "b": np.array([0.9, 0.1])}}
+    # log-odds 0 and ln 9 average to ln 3: p = 3 / (3 + 1)
+    np.testing.assert_allclose(C.mean_log_odds(table, ["a", "b"]), [0.75, 0.1])
+    # each model ranks one fake below the reals; their ensemble ranks every fake above them
+    rows = [("r0", 1, 0.2, 0.2), ("r1", 1, 0.3, 0.3), ("r2", 1, 0.4, 0.4),
+            ("f0", 0, 0.1, 0.9), ("f1", 0, 0.9, 0.1), ("f2", 0, 0.8, 0.8)]
+    scores = tmp_path / "s.csv"
+    with open(scores, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "person", "family", "label", "a", "b"])
+        for name, label, a, b in rows:
+            w.writerow([f"images/{name}.jpg", name, "real" if label else "reenact", label, a, b])
+    out = tmp_path / "c.json"
+    assert C.main([str(scores), "--mean", "a+b", "--base", "a", "--model", "a+b", "--boot", "50",
+                   "--json", str(out)]) == 0
+    assert "a+b against a" in capsys.readouterr().out
+    first = json.loads(out.read_text())["comparisons"][0]["rows"][0]
+    assert first["auc_base"] == pytest.approx(6 / 9) and first["auc_model"] == pytest.approx(1.0)
+    for bad, why in [("a", "two models or more"), ("a+a", "two models or more"), ("a+nope", "no model 'nope'")]:
+        with pytest.raises(SystemExit):
+            C.main([str(scores), "--mean", bad])
+        assert why in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        C.main(["--videos", str(out), "--mean", "a+b"])
+    assert "goes with scores" in capsys.readouterr().err

@@ -5,6 +5,7 @@
     python -m train.compare scores.csv --base A --model B [--boot 2000] [--json out.json]
     python -m train.compare a.csv b.csv                 # models scored in separate runs, joined by image
     python -m train.compare a.csv packed.csv --by stem  # ... or by file name: a build against its train.pack copy
+    python -m train.compare a.csv b.csv --base A --mean A+B   # ... and the two models' ensemble (mean log-odds)
     python -m train.evaluate --videos DIR --model A --model B --json videos.json
     python -m train.compare --videos videos.json        # real clip frames flagged, pairwise (several files join)
     python -m train.compare --videos videos.json --matched val.csv   # ... and at matched detection rates
@@ -26,6 +27,10 @@ and a bootstrap interval for the difference that resamples whole clips. Two mode
 different shares of fakes, so ``--matched SCORES.csv`` (the same models scored on a split, e.g. validation) also
 gives, for each model, the clip frames and the split's reals it flags at the thresholds where it catches given
 shares of that split's fakes (``--tpr``).
+
+``--mean A+B`` adds a column scoring each image by the mean of models A's and B's log-odds of fake (their
+calibrated ``p_fake``), compared like any other: whether two checkpoints together rank the faces better than
+either, before anyone builds an ensemble to serve. Models that miss the same faces gain little from it.
 
 The scores CSV (``train.evaluate --scores``) holds ``image, person, family, label`` (label 1 = real, the paper's
 class index) and one ``p_fake`` column per model.
@@ -201,6 +206,12 @@ def join_scores(tables: list[dict], by: str = "image") -> dict:
     return joined
 
 
+def mean_log_odds(table: dict, names: list[str]) -> np.ndarray:
+    """The ensemble of ``names``: p_fake from the mean of their log-odds (each clipped to 1e-7 of 0 and 1)."""
+    p = np.clip(np.stack([table["models"][n] for n in names]), 1e-7, 1 - 1e-7)
+    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)).mean(axis=0)))
+
+
 def compare(table: dict, base: str, other: str, n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """One row for the whole split and one per family (its fakes against all reals): both AUCs, the difference
     (other - base), DeLong's interval and p, and the by-person bootstrap interval."""
@@ -301,6 +312,8 @@ def main(argv=None) -> int:
                    help="--videos: also compare at matched detection rates on this scores file's fakes")
     p.add_argument("--tpr", type=float, action="append",
                    help="--matched: detection rates to match (repeatable; default 0.6, 0.65, 0.7)")
+    p.add_argument("--mean", action="append", default=[], metavar="A+B[+C...]",
+                   help="add a column: the mean log-odds of these models, an ensemble of them (repeatable)")
     p.add_argument("--base", help="the column to compare against (default: the first model column)")
     p.add_argument("--model", action="append", default=[], help="column(s) to compare (default: all the others)")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of people")
@@ -311,6 +324,8 @@ def main(argv=None) -> int:
         p.error("give scores CSV(s) or --videos JSON")
     if args.matched and not args.videos:
         p.error("--matched goes with --videos")
+    if args.mean and args.videos:
+        p.error("--mean goes with scores CSVs, not --videos")
     for f in [*(args.videos or args.scores), *([args.matched] if args.matched else [])]:
         if not f.is_file():
             p.error(f"no file {f}")
@@ -354,6 +369,17 @@ def main(argv=None) -> int:
             table = join_scores([read_scores(f) for f in args.scores], by=args.by)
         except ValueError as err:
             p.error(f"{source}: {err}")
+        for spec in args.mean:
+            members = spec.split("+")
+            unknown = [n for n in members if n not in table["models"]]
+            if len(set(members)) < 2:
+                p.error(f"--mean {spec}: name two models or more, joined by '+'")
+            if unknown:
+                p.error(f"--mean {spec}: no model {', '.join(map(repr, unknown))} in {source} "
+                        f"(it has {', '.join(table['models'])})")
+            if spec in table["models"]:
+                p.error(f"--mean {spec}: already a column")
+            table["models"][spec] = mean_log_odds(table, members)
         base, others = pick(list(table["models"]), source)
         if len(set(table["label"])) < 2:
             p.error(f"{source} needs both real and fake images")
