@@ -212,18 +212,25 @@ def about_text() -> str:
         desc = cfg.get("description") or ""
         head = "yes: the method guess comes from it" if cfg.get("method_head") else \
             "no: the method guess is inferred from the shape of the highlighted region"
-        size = (f"one small network ({sum(p.numel() for p in m.parameters()) / 1e6:.2f} M parameters; its encoder "
-                f"`{m.encoder_name}`)")
+        params = f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f} M parameters"
+        members = getattr(m, "members", None)
+        if members is None:
+            size = f"one small network ({params}; its encoder `{m.encoder_name}`) looks at a 256x256 crop of each face:"
+        else:
+            size = (f"an ensemble of {len(members)} small networks trained apart ({params} in all; encoders "
+                    f"`{m.encoder_name}`) each look at a 256x256 crop of each face, and their evidence is "
+                    "averaged. In each,")
     except Exception as e:  # About must render even if the model cannot be loaded yet
-        name, thr, desc, head, size = f"(not loaded: {e})", 0.5, "", "unknown", "one small network"
+        name, thr, desc, head, size = (f"(not loaded: {e})", 0.5, "", "unknown",
+                                       "one small network looks at a 256x256 crop of each face:")
     return f"""
 ## What this is
 
 A reimplementation of **ClassNSeg**, "Multi-task Learning for Detecting and Segmenting Manipulated Facial Images and
-Videos" (Nguyen, Fang, Yamagishi and Echizen, BTAS 2019). Here {size} looks at a 256x256
-crop of each face: an encoder splits its latent code into a *fake* half and a *real* half; the stronger half gives the
-verdict, and a decoder turns the winning half into a per-pixel map of manipulated pixels. Faces are found with
-MediaPipe and cropped at 1.3x the face box, as in the paper.
+Videos" (Nguyen, Fang, Yamagishi and Echizen, BTAS 2019). Here {size} an encoder splits its latent code
+into a *fake* half and a *real* half; the stronger half gives the verdict, and a decoder turns the winning half
+into a per-pixel map of manipulated pixels. Faces are found with MediaPipe and cropped at 1.3x the face box, as in
+the paper.
 
 **Model:** `{name}`. {desc}
 

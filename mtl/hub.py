@@ -1,11 +1,13 @@
 """Loading checkpoints by name: the shipped default, a local directory, or a Hugging Face Hub id.
 
 A checkpoint is a directory (or Hub repository) with ``config.json`` (the ClassNSeg constructor arguments) and
-``model.safetensors``. Loading never unpickles: safetensors only, with strict key matching.
+``model.safetensors``; or an ensemble (``mtl.ensemble``), whose ``config.json`` names sub-directories that are each
+such a checkpoint. Loading never unpickles: safetensors only, with strict key matching.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -31,7 +33,36 @@ def parse_hub_id(spec: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def _ensemble_members(config_path: Path) -> list | None:
+    """The member sub-directories an ensemble's ``config.json`` names; None for a single network's."""
+    try:
+        config = json.loads(Path(config_path).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {str(config_path)!r} as JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{str(config_path)!r} does not hold a JSON object")
+    members = config.get("members")
+    if members is None:
+        return None
+    if (not isinstance(members, list) or len(members) < 2
+            or not all(isinstance(m, str) and re.fullmatch(r"[\w][\w.-]*", m) and ".." not in m for m in members)):
+        raise ModelLoadError(f"{str(config_path)!r}: an ensemble's 'members' must list two sub-directory names or "
+                             f"more, not {members!r}")
+    return members
+
+
+def _load_ensemble(config_path: Path, member_dir, device: str):
+    from .ensemble import Ensemble
+
+    try:
+        return Ensemble.from_config(json.loads(Path(config_path).read_text()), member_dir, map_location=device)
+    except ValueError as e:
+        raise ModelLoadError(f"ensemble checkpoint {str(config_path)!r}: {e}") from e
+
+
 def _check_local_dir(path: Path) -> Path:
+    if path.is_dir() and (path / CONFIG_NAME).is_file() and _ensemble_members(path / CONFIG_NAME) is not None:
+        return path
     missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (path / n).is_file()]
     if not path.is_dir() or missing:
         what = "is not a directory" if not path.is_dir() else f"lacks {', '.join(missing)}"
@@ -50,7 +81,7 @@ def resolve_weights(model_id: str, **download_kwargs) -> str:
 
 
 def load_model(spec: str | os.PathLike | None = None, device: str = "cpu"):
-    """A ClassNSeg in eval mode from ``spec``.
+    """A ClassNSeg (or an ``mtl.ensemble.Ensemble`` of them) in eval mode from ``spec``.
 
     ``None`` is the shipped default checkpoint; otherwise a local checkpoint directory, or a Hub id
     ``owner/name`` / ``owner/name@revision`` (downloaded once into the Hugging Face cache; ``HF_ENDPOINT`` and
@@ -61,6 +92,12 @@ def load_model(spec: str | os.PathLike | None = None, device: str = "cpu"):
     path = Path(spec) if spec is not None else DEFAULT_CHECKPOINT
     if spec is None or path.exists():
         _check_local_dir(path)
+        if _ensemble_members(path / CONFIG_NAME) is not None:
+            for sub in _ensemble_members(path / CONFIG_NAME):
+                _check_local_dir(path / sub)
+            model = _load_ensemble(path / CONFIG_NAME, lambda sub: path / sub, device)
+            model.source = str(path)
+            return model
         model = ClassNSeg.from_pretrained(str(path), map_location=device)
         model.source = str(path)
         return model
@@ -77,8 +114,15 @@ def load_model(spec: str | os.PathLike | None = None, device: str = "cpu"):
 
     try:
         # the config first and explicitly: the mixin would fall back to default arguments without one
-        hf_hub_download(repo_id=repo_id, filename=CONFIG_NAME, revision=revision)
-        model = ClassNSeg.from_pretrained(repo_id, revision=revision, map_location=device)
+        config_path = Path(hf_hub_download(repo_id=repo_id, filename=CONFIG_NAME, revision=revision))
+        members = _ensemble_members(config_path)
+        if members is not None:  # an ensemble: each member's two files, beside the config in the same snapshot
+            for sub in members:
+                for name in (CONFIG_NAME, WEIGHTS_NAME):
+                    hf_hub_download(repo_id=repo_id, filename=f"{sub}/{name}", revision=revision)
+            model = _load_ensemble(config_path, lambda sub: config_path.parent / sub, device)
+        else:
+            model = ClassNSeg.from_pretrained(repo_id, revision=revision, map_location=device)
     except RevisionNotFoundError as e:
         raise ModelLoadError(f"the Hub repository {repo_id!r} has no revision {revision!r}") from e
     except RepositoryNotFoundError as e:

@@ -83,6 +83,7 @@ class Prediction:
     activations: torch.Tensor  # (B, 2) mean |latent| of the fake and the real half (uncalibrated, as in the paper)
     mask: torch.Tensor  # (B, H, W) probability that each pixel is manipulated, decoded from the winning half
     method_probs: torch.Tensor | None  # (B, len(FAMILIES)) or None without a method head
+    margin: torch.Tensor | None = None  # (B,) the statistic the calibration maps to p_fake (a_fake - a_real here)
 
     def __len__(self) -> int:
         return int(self.p_fake.shape[0])
@@ -262,6 +263,17 @@ class ClassNSeg(
         calibration, the winning half of both latents is decoded, and the masks (the mirror's flipped back) and method
         logits are averaged.
         """
+        network, latent, activations = self.encode_views(x, precision)
+        p_fake = self.calibrate(activations)
+        is_fake = p_fake > self.threshold
+        mask, method_logits = self.decode_views(network, latent, (~is_fake).long(), precision)
+        method_probs = torch.softmax(method_logits, dim=1) if method_logits is not None else None
+        margin = (activations[:, 0] - activations[:, 1]).float()
+        return Prediction(p_fake.float(), is_fake, activations.float(), mask.float(), method_probs, margin)
+
+    def encode_views(self, x: torch.Tensor, precision: str = "auto"):
+        """``predict``'s first stage: (network, latent, activations (B, 2)). The latent holds the mirrored faces after
+        the faces themselves with ``test_time_flip``, whose activations are then the two views' mean."""
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
         if x.ndim != 4 or x.shape[1] != 3:
@@ -282,18 +294,22 @@ class ClassNSeg(
         activations = half_activations(latent)
         if self.test_time_flip:
             activations = (activations[:b] + activations[b:]) / 2
-        p_fake = self.calibrate(activations)
-        is_fake = p_fake > self.threshold
-        keep = (~is_fake).long()
-        logits, method_logits = network.decode(latent, keep.repeat(2) if self.test_time_flip else keep, precision)
+        return network, latent, activations
+
+    def decode_views(self, network, latent: torch.Tensor, keep: torch.Tensor, precision: str = "auto"):
+        """``predict``'s second stage: (mask (B, H, W) in [0, 1], method logits or None) from ``encode_views``'
+        latent, decoding the half ``keep`` names (REAL=1 / FAKE=0) of each face (and of its mirror, flipped back and
+        averaged)."""
+        flip = self.test_time_flip
+        logits, method_logits = network.decode(latent, keep.repeat(2) if flip else keep, precision)
         mask = torch.sigmoid(logits[:, 1].float() - logits[:, 0].float())  # softmax over two channels: 1 = manipulated
         if method_logits is not None:
             method_logits = method_logits.float()
-        if self.test_time_flip:
+        if flip:
+            b = keep.shape[0]
             mask = (mask[:b] + mask[b:].flip(-1)) / 2
             method_logits = None if method_logits is None else (method_logits[:b] + method_logits[b:]) / 2
-        method_probs = torch.softmax(method_logits, dim=1) if method_logits is not None else None
-        return Prediction(p_fake.float(), is_fake, activations.float(), mask.float(), method_probs)
+        return mask.float(), method_logits
 
 
 class _ExactNetwork:

@@ -69,12 +69,17 @@ def fast_path_in_fp32(monkeypatch):
     fast path is dropped before and after, so no other test meets the fp32 one."""
     used = []
 
+    def networks(model):  # an ensemble's members each cache their own
+        return list(getattr(model, "members", [model]))
+
     def run(model, x):
         monkeypatch.setattr("mtl.fastpath.cpu_has_bf16", lambda: False)
-        model._fast = None
+        for network in networks(model):
+            network._fast = None
         used.append(model)
         return model.predict(x, "auto")
 
     yield run
     for model in used:
-        model._fast = None
+        for network in networks(model):
+            network._fast = None

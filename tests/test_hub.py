@@ -116,6 +116,29 @@ def test_download_by_hub_id_through_a_local_hub(fake_hub, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_ensemble_downloads_its_members_through_a_local_hub(fake_hub, tmp_path):
+    from mtl.ensemble import Ensemble
+
+    endpoint, published = fake_hub
+    torch.manual_seed(4)
+    other = ClassNSeg(name="hub-test-2")
+    ensemble = Ensemble([published, other], ["a", "b"], calibration_scale=0.5, threshold=0.7, name="hub-ensemble")
+    ensemble.save_pretrained(tmp_path / "ens")
+    _FakeHub.repos["someone/ensemble-tiny"] = {"main": tmp_path / "ens"}
+    result = _load_in_subprocess(endpoint, "someone/ensemble-tiny", tmp_path / "hf")
+    assert result["ok"], result
+    assert result["config"]["members"] == ["a", "b"] and result["config"]["threshold"] == 0.7
+    expected = float(sum(p.double().sum() for p in ensemble.state_dict().values()))
+    assert result["sum"] == pytest.approx(expected, rel=1e-12)
+    fetched = {path.split("/resolve/main/", 1)[-1] for method, path in _FakeHub.requests if method == "GET"}
+    assert fetched == {"config.json", "a/config.json", "a/model.safetensors", "b/config.json", "b/model.safetensors"}
+    # a member missing on the Hub is a clear error, not a half-loaded ensemble
+    (tmp_path / "ens" / "b" / "model.safetensors").unlink()
+    broken = _load_in_subprocess(endpoint, "someone/ensemble-tiny", tmp_path / "hf2")
+    assert not broken["ok"] and "someone/ensemble-tiny" in broken["error"]
+
+
+@pytest.mark.slow
 def test_hub_errors_name_the_id_and_the_local_alternative(fake_hub, tmp_path):
     endpoint, _ = fake_hub
     missing = _load_in_subprocess(endpoint, "someone/does-not-exist", tmp_path / "hf")

@@ -18,6 +18,9 @@ squeezes everything into about 0.27-0.73 and is not a frequency of anything. Her
    (``python -m train.evaluate --images``). A small target rests on few faces (0.3% of 919 reals is 2 of them),
    so the report also gives the exact binomial 95% interval of the FPR that those counts allow.
 
+An ensemble (``mtl.ensemble``) is calibrated the same way on its own statistic, the mean of its members'
+log-odds, in place of the margin; its members keep theirs.
+
 The calibration and threshold are written into the checkpoint's ``config.json`` (``calibration_scale``,
 ``calibration_bias``, ``threshold``), and a ``calibration.json`` report next to it.
 """
@@ -36,9 +39,11 @@ from . import metrics as M
 
 
 def _probabilities(activations, scale: float, bias: float) -> np.ndarray:
-    """p_fake exactly as ``ClassNSeg.calibrate`` computes it (float32 torch), so thresholds agree bit for bit."""
+    """p_fake exactly as ``ClassNSeg.calibrate`` (from (N, 2) activations) or ``Ensemble.calibrate_margin`` (from (N,)
+    margins) computes it (float32 torch), so thresholds agree bit for bit."""
     a = torch.as_tensor(np.asarray(activations), dtype=torch.float32)
-    return torch.sigmoid(float(scale) * (a[:, 0] - a[:, 1]) + float(bias)).numpy().astype(np.float64)
+    margin = a[:, 0] - a[:, 1] if a.ndim == 2 else a
+    return torch.sigmoid(float(scale) * margin + float(bias)).numpy().astype(np.float64)
 
 
 def platt_fit(margin, y_fake, l2: float = 1e-3, max_iter: int = 200, tol: float = 1e-10) -> tuple[float, float, dict]:
@@ -102,20 +107,21 @@ def _quality(y_fake, p, threshold: float) -> dict:
 
 def fit_calibration(activations, labels, target_fpr: float = 0.01, l2: float = 1e-3,
                     current: tuple[float, float, float] = (1.0, 0.0, 0.5)) -> tuple[float, float, float, dict]:
-    """(scale, bias, threshold, report) from validation activations (N, 2: fake half, real half) and labels
-    (N, 1 = real, as the paper).
+    """(scale, bias, threshold, report) from validation activations (N, 2: fake half, real half), or the (N,) margins
+    an ensemble scores by (the mean of its members' log-odds), and labels (N, 1 = real, as the paper).
 
     ``threshold`` is the smallest at which at most ``target_fpr`` of the validation reals are judged fake.
     ``current`` is the model's present (scale, bias, threshold), for the report's "before".
     """
     a = np.asarray(activations, dtype=np.float64)
     labels = np.asarray(labels).reshape(-1)
-    if a.ndim != 2 or a.shape[1] != 2 or len(a) != len(labels):
-        raise ValueError(f"expected activations (N, 2) and labels (N,), got {a.shape} and {labels.shape}")
+    if not (a.ndim == 2 and a.shape[1] == 2 or a.ndim == 1) or len(a) != len(labels):
+        raise ValueError(f"expected activations (N, 2) or margins (N,) and labels (N,), got {a.shape} and "
+                         f"{labels.shape}")
     y_fake = (labels == 0).astype(np.int64)
     if y_fake.sum() == 0 or y_fake.sum() == len(y_fake):
         raise ValueError("calibration needs both real and fake faces")
-    margin = np.asarray(a[:, 0] - a[:, 1])
+    margin = np.asarray(a[:, 0] - a[:, 1]) if a.ndim == 2 else a
     scale, bias, info = platt_fit(margin, y_fake, l2=l2)
     p = _probabilities(a, scale, bias)
     threshold = M.threshold_for_fpr(p[y_fake == 0], target_fpr)
@@ -176,12 +182,15 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     model = load_model(args.model)
+    ensemble = hasattr(model, "members")
     if args.test_time_flip is not None:
+        if ensemble:
+            p.error("--test-time-flip: this checkpoint is an ensemble; set it on its members before joining them")
         model.test_time_flip = args.test_time_flip
     data = open_split(args.data, args.split, args.limit, args.seed)
     s = collect(model, data, precision=args.precision, batch_size=args.batch_size)
     scale, bias, threshold, report = fit_calibration(
-        s["activations"], s["label"], args.target_fpr, args.l2,
+        s["margin"] if ensemble else s["activations"], s["label"], args.target_fpr, args.l2,
         current=(model.calibration_scale, model.calibration_bias, model.threshold))
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "precision": args.precision,
                    "test_time_flip": model.test_time_flip})

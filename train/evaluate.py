@@ -93,12 +93,13 @@ def _as_loader(data, batch_size: int):
 def collect(model, data, precision: str = "fp32", batch_size: int = 32) -> dict:
     """Run ``model.predict`` over a dataset (or loader) of dict items; per-sample numpy arrays.
 
-    Keys: p_fake, is_fake, activations (N, 2), label (1 = real), method (index or -1), family (names), video
+    Keys: p_fake, is_fake, activations (N, 2), margin (the statistic the calibration maps: a_fake - a_real, or an
+    ensemble's mean log-odds), label (1 = real), method (index or -1), family (names), video
     (ids, or None when the data has none), pixel_acc and iou (per image). Masks are scored batch by batch, never
     kept.
     """
-    out = {k: [] for k in ("p_fake", "is_fake", "activations", "label", "method", "family", "video", "pixel_acc",
-                           "iou")}
+    out = {k: [] for k in ("p_fake", "is_fake", "activations", "margin", "label", "method", "family", "video",
+                           "pixel_acc", "iou")}
     for batch in _as_loader(data, batch_size):
         pred = model.predict(batch["image"], precision=precision)
         label = batch["label"].reshape(-1).long()
@@ -106,6 +107,8 @@ def collect(model, data, precision: str = "fp32", batch_size: int = 32) -> dict:
         out["p_fake"].append(pred.p_fake.numpy())
         out["is_fake"].append(pred.is_fake.numpy())
         out["activations"].append(pred.activations.numpy())
+        out["margin"].append((pred.margin if pred.margin is not None
+                              else pred.activations[:, 0] - pred.activations[:, 1]).float().numpy())
         out["label"].append(label.numpy())
         out["method"].append(method.numpy())
         if "family" in batch:
