@@ -14,7 +14,9 @@ Each member keeps its own calibration (``p_i = sigmoid(s_i * margin_i + b_i)``);
 mean of the members' log-odds ``z = mean_i(s_i * margin_i + b_i)``, and its own calibration maps that to
 ``p_fake = sigmoid(scale * z + bias)``, fitted on a validation split by ``train.calibrate`` like a single network's.
 The mask and the method guess are the means of the members', each member decoding the half the *ensemble's*
-verdict names (the fake half of every face judged manipulated), as the paper decodes the winning half.
+verdict names (the fake half of every face judged manipulated), as the paper decodes the winning half. With torch on
+one thread (the app's default) the members run side by side on threads of their own, so an ensemble of two costs
+about the wall time of one where a second core is free.
 
 ``python -m train.ensemble --out DIR MEMBER MEMBER [...]`` writes one from trained checkpoints.
 """
@@ -22,6 +24,9 @@ verdict names (the fake half of every face judged manipulated), as the paper dec
 from __future__ import annotations
 
 import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -30,6 +35,33 @@ from torch import nn
 from .model import ClassNSeg, Prediction
 
 CONFIG_NAME = "config.json"
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _member_pool(n: int) -> ThreadPoolExecutor | None:
+    """Threads to run the members side by side, or None to run them in turn.
+
+    With torch on one intra-op thread (the app's default, ``MTL_TORCH_THREADS``) a member leaves the other cores idle,
+    and torch releases the GIL inside its kernels, so members on threads of their own run at once. With more torch
+    threads than that, or one core, they would only contend: in turn then."""
+    global _pool, _pool_size
+    if n < 2 or torch.get_num_threads() != 1 or (os.cpu_count() or 1) < 2:
+        return None
+    with _pool_lock:
+        if _pool_size < n:
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mtl-ensemble"), n
+        return _pool
+
+
+def _in_inference_mode(fn):
+    """``fn`` under inference mode in whatever thread runs it (the mode is thread-local)."""
+    def run(*args):
+        with torch.inference_mode():
+            return fn(*args)
+    return run
 
 
 class Ensemble(nn.Module):
@@ -119,19 +151,23 @@ class Ensemble(nn.Module):
         their log-odds."""
         if self.training:
             self.eval()
-        encoded = [m.encode_views(x, precision) for m in self.members]
+        pool = _member_pool(len(self.members))
+
+        def each(fn, *columns):
+            if pool is None:
+                return [fn(*args) for args in zip(*columns)]
+            return list(pool.map(_in_inference_mode(fn), *columns))
+
+        encoded = each(lambda m: m.encode_views(x, precision), self.members)
         log_odds = torch.stack([m.calibration_scale * (a[:, 0] - a[:, 1]) + m.calibration_bias
                                 for m, (_, _, a) in zip(self.members, encoded)])
         margin = log_odds.mean(dim=0).float()
         p_fake = self.calibrate_margin(margin)
         is_fake = p_fake > self.threshold
         keep = (~is_fake).long()
-        masks, method_probs = [], []
-        for m, (network, latent, _) in zip(self.members, encoded):
-            mask, method_logits = m.decode_views(network, latent, keep, precision)
-            masks.append(mask)
-            if self._method_head:
-                method_probs.append(torch.softmax(method_logits, dim=1))
+        decoded = each(lambda m, e: m.decode_views(e[0], e[1], keep, precision), self.members, encoded)
+        masks = [mask for mask, _ in decoded]
+        method_probs = [torch.softmax(logits, dim=1) for _, logits in decoded] if self._method_head else []
         activations = torch.stack([a for _, _, a in encoded]).mean(dim=0).float()
         return Prediction(p_fake.float(), is_fake, activations, torch.stack(masks).mean(dim=0),
                           torch.stack(method_probs).mean(dim=0) if self._method_head else None, margin)

@@ -56,6 +56,16 @@ def test_the_ensemble_scores_the_mean_of_its_members_log_odds(joined):
     torch.testing.assert_close(pe.method_probs.sum(dim=1), torch.ones(4))
     # the fast path agrees with the exact network
     torch.testing.assert_close(ens.predict(x).p_fake, pe.p_fake, atol=0.05, rtol=0)
+    # with torch on one thread the members run side by side on threads of their own: the same answers
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        side_by_side = ens.predict(x, "fp32")
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(side_by_side.p_fake, pe.p_fake, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(side_by_side.mask, pe.mask, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(side_by_side.method_probs, pe.method_probs, rtol=1e-4, atol=1e-6)
     # the threshold decides
     ens.set_calibration(1.0, 0.0, threshold=float(pe.p_fake.max()))
     assert not ens.predict(x, "fp32").is_fake.any()

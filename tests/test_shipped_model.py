@@ -1,7 +1,7 @@
-"""The shipped default checkpoint: what it is, that its fast path is its network, and that it still tells a real
-face it never saw (scikit-image's astronaut) from clear forgeries of it. A wrong file, a shifted key or a broken
-preprocessing step would fail the last test; the reenact and self-blend families are left out because the default
-is weak on them (see checkpoints/lite0-forge/README.md)."""
+"""The shipped default checkpoint (an ensemble of two networks): what it is, that its fast path is its network, and
+that it still tells a real face it never saw (scikit-image's astronaut) from clear forgeries of it. A wrong file, a
+shifted key or a broken preprocessing step would fail the last test; the reenact and self-blend families are left out
+because the default is weak on them (see checkpoints/lite0-forge/README.md)."""
 
 import numpy as np
 import pytest
@@ -18,12 +18,15 @@ def default():
     return load_model()
 
 
-def test_the_default_is_the_calibrated_lite0_checkpoint(default):
+def test_the_default_is_a_calibrated_ensemble_of_two_lite0_networks(default):
     assert DEFAULT_CHECKPOINT.name == "lite0-forge"
     cfg = default.config
-    assert cfg["name"] == "lite0-forge" and cfg["encoder"] == "timm/tf_efficientnet_lite0" and cfg["method_head"]
-    assert 0.5 < cfg["threshold"] < 1 and cfg["calibration_scale"] > 1
+    assert cfg["name"] == "lite0-forge" and cfg["members"] == ["a", "b"] and cfg["method_head"]
+    assert 0.5 < cfg["threshold"] < 1 and cfg["calibration_scale"] > 0.5
     assert "checkpoints/lite0-forge/README.md" in cfg["description"]
+    for member in default.members:  # each calibrated on its own: the calibration weighs its evidence in the mean
+        assert member.encoder_name == "timm/tf_efficientnet_lite0" and member.method_head is not None
+        assert member.calibration_scale > 1
 
 
 def test_its_fast_path_is_its_network(default, astronaut, fast_path_in_fp32):
