@@ -92,8 +92,9 @@ def load_model(spec: str | os.PathLike | None = None, device: str = "cpu"):
     path = Path(spec) if spec is not None else DEFAULT_CHECKPOINT
     if spec is None or path.exists():
         _check_local_dir(path)
-        if _ensemble_members(path / CONFIG_NAME) is not None:
-            for sub in _ensemble_members(path / CONFIG_NAME):
+        members = _ensemble_members(path / CONFIG_NAME)
+        if members is not None:
+            for sub in members:
                 _check_local_dir(path / sub)
             model = _load_ensemble(path / CONFIG_NAME, lambda sub: path / sub, device)
             model.source = str(path)

@@ -189,8 +189,8 @@ def main(argv=None) -> int:
         model.test_time_flip = args.test_time_flip
     data = open_split(args.data, args.split, args.limit, args.seed)
     s = collect(model, data, precision=args.precision, batch_size=args.batch_size)
-    scale, bias, threshold, report = fit_calibration(
-        s["margin"] if ensemble else s["activations"], s["label"], args.target_fpr, args.l2,
+    scale, bias, threshold, report = fit_calibration(  # margin: a_fake - a_real, or an ensemble's mean log-odds
+        s["margin"], s["label"], args.target_fpr, args.l2,
         current=(model.calibration_scale, model.calibration_bias, model.threshold))
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "precision": args.precision,
                    "test_time_flip": model.test_time_flip})
