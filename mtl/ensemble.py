@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,9 +33,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .hub import CONFIG_NAME
 from .model import ClassNSeg, Prediction
 
-CONFIG_NAME = "config.json"
+
+def member_names(config: dict) -> list[str] | None:
+    """The member sub-directories an ensemble's ``config.json`` names (None for a single network's); ValueError
+    unless they are two or more plain names (no path separators, no ``..``), checked before anything is read."""
+    names = config.get("members")
+    if names is None:
+        return None
+    if (not isinstance(names, list) or len(names) < 2
+            or not all(isinstance(n, str) and re.fullmatch(r"\w[\w.-]*", n) and ".." not in n for n in names)):
+        raise ValueError(f"an ensemble's 'members' must list two sub-directory names or more, not {names!r}")
+    return names
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -135,10 +147,9 @@ class Ensemble(nn.Module):
     @classmethod
     def from_config(cls, config: dict, member_dir, map_location: str = "cpu") -> "Ensemble":
         """``config`` is the ensemble's ``config.json``; ``member_dir(sub)`` the local directory of member ``sub``."""
-        subs = config.get("members")
-        if not isinstance(subs, list) or not all(isinstance(s, str) and s and "/" not in s and s not in (".", "..")
-                                                 for s in subs):
-            raise ValueError(f"an ensemble's 'members' must list sub-directory names, not {subs!r}")
+        subs = member_names(config)
+        if subs is None:
+            raise ValueError("this config names no members: not an ensemble")
         members = [ClassNSeg.from_pretrained(str(member_dir(s)), map_location=map_location) for s in subs]
         keep = {k: config[k] for k in ("calibration_scale", "calibration_bias", "threshold", "name", "description")
                 if k in config}
@@ -159,8 +170,7 @@ class Ensemble(nn.Module):
             return list(pool.map(_in_inference_mode(fn), *columns))
 
         encoded = each(lambda m: m.encode_views(x, precision), self.members)
-        log_odds = torch.stack([m.calibration_scale * (a[:, 0] - a[:, 1]) + m.calibration_bias
-                                for m, (_, _, a) in zip(self.members, encoded)])
+        log_odds = torch.stack([m.log_odds(a) for m, (_, _, a) in zip(self.members, encoded)])
         margin = log_odds.mean(dim=0).float()
         p_fake = self.calibrate_margin(margin)
         is_fake = p_fake > self.threshold

@@ -41,14 +41,12 @@ def _ensemble_members(config_path: Path) -> list | None:
         raise ModelLoadError(f"cannot read {str(config_path)!r} as JSON ({e})") from e
     if not isinstance(config, dict):
         raise ModelLoadError(f"{str(config_path)!r} does not hold a JSON object")
-    members = config.get("members")
-    if members is None:
-        return None
-    if (not isinstance(members, list) or len(members) < 2
-            or not all(isinstance(m, str) and re.fullmatch(r"[\w][\w.-]*", m) and ".." not in m for m in members)):
-        raise ModelLoadError(f"{str(config_path)!r}: an ensemble's 'members' must list two sub-directory names or "
-                             f"more, not {members!r}")
-    return members
+    from .ensemble import member_names
+
+    try:
+        return member_names(config)
+    except ValueError as e:
+        raise ModelLoadError(f"{str(config_path)!r}: {e}") from e
 
 
 def _load_ensemble(config_path: Path, member_dir, device: str):

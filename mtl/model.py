@@ -225,10 +225,14 @@ class ClassNSeg(
         load_model(model, weights, strict=True, device=map_location)
         return model.eval()
 
+    def log_odds(self, activations: torch.Tensor) -> torch.Tensor:
+        """The calibrated log-odds of fake, ``scale * (a_fake - a_real) + bias``, from the (B, 2) activations."""
+        margin = activations[:, 0] - activations[:, 1]
+        return self.calibration_scale * margin + self.calibration_bias
+
     def calibrate(self, activations: torch.Tensor) -> torch.Tensor:
         """p_fake from the (B, 2) activations."""
-        margin = activations[:, 0] - activations[:, 1]
-        return torch.sigmoid(self.calibration_scale * margin + self.calibration_bias)
+        return torch.sigmoid(self.log_odds(activations))
 
     # -- training / reference forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None, reconstruct: bool = True) -> ModelOutput:
