@@ -48,6 +48,7 @@ def member_names(config: dict) -> list[str] | None:
         raise ValueError(f"an ensemble's 'members' must list two sub-directory names or more, not {names!r}")
     return names
 
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
