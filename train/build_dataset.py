@@ -325,7 +325,9 @@ def build(faces: str, out: str, limit: int | None = None, workers: int = 2, seed
             # forkserver, not fork: a parent that has used OpenCV (or mediapipe) has thread pools that do not survive
             # a fork, and a forked worker then hangs on its first resize
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["train.build_dataset"])  # imported once by the server, not per worker
+            # its heavy imports loaded once by the server, not per worker; not this module itself: under ``python -m
+            # train.build_dataset`` each worker runs it as the main module, and finding it imported already, warns
+            ctx.set_forkserver_preload(["numpy", "cv2"])
             pool = ctx.Pool(workers, initializer=_init_worker)
             results = pool.imap(run_job, jobs, chunksize=4)
         else:
