@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from mtl.pipeline import InputError, analyze_video, get_model
+from mtl.pipeline import InputError, analyze_video, default_batch_size, get_model
 from mtl.video import VideoWriter, iter_frames, prefetch, probe
 from tests.media import write_clip
 
@@ -62,6 +62,46 @@ def test_analyze_video_writes_playable_clip_with_audio(model, clip, tmp_path):
     assert probe(out).duration == pytest.approx(probe(clip).duration, abs=0.1)
     d = v.to_dict()
     assert [f["t"] for f in d["frames"]] == pytest.approx([i / 25 for i in range(30)], abs=1e-3)
+
+
+class _CountingModel:
+    """The shipped model, recording how many faces each pass of it gets."""
+
+    def __init__(self, model):
+        self.model, self.passes = model, []
+        self.threshold, self.name = model.threshold, "counting"
+
+    def predict(self, x, precision="auto"):
+        self.passes.append(len(x))
+        return self.model.predict(x, precision)
+
+
+def test_faces_pass_through_the_model_in_batches_of_the_default_size(model, clip):
+    counting = _CountingModel(model)
+    v = analyze_video(clip, counting)  # batch_size left to default_batch_size()
+    step = default_batch_size()
+    assert sum(counting.passes) == 30 and max(counting.passes) <= step and counting.passes[0] == step
+    # a face scores the same whatever the batch it went through (float rounding aside)
+    wide = analyze_video(clip, model, batch_size=16)
+    assert [f.p_fake for f in v.frames] == pytest.approx([f.p_fake for f in wide.frames], abs=1e-4)
+    with pytest.raises(ValueError, match="batch_size"):
+        analyze_video(clip, model, batch_size=0)
+
+
+def test_a_photo_with_many_faces_is_scored_in_passes_of_the_default_size(model):
+    from skimage.data import astronaut
+
+    from mtl.faces import crop_face
+    from mtl.pipeline import _predict_crops, find_faces
+
+    rgb = astronaut()
+    crops = [crop_face(rgb, b) for b in find_faces(rgb)] * 5  # five copies of the one face
+    counting = _CountingModel(model)
+    chunked = _predict_crops(counting, crops, batch_size=2)
+    assert counting.passes == [2, 2, 1]
+    whole = _predict_crops(model, crops, batch_size=len(crops))
+    assert [r[0] for r in chunked] == pytest.approx([r[0] for r in whole], abs=1e-4)
+    assert all(np.abs(a[3] - b[3]).max() < 1e-3 for a, b in zip(chunked, whole))
 
 
 def test_every_kth_frame_and_held_annotation(model, clip, tmp_path):
