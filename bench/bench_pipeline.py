@@ -1,10 +1,12 @@
 """End-to-end pipeline benchmarks (figures, not pass/fail tests).
 
     python bench/bench_pipeline.py [--model SPEC] [--runs 30] [--frames 150] [--skip-memory] [--concurrent 2]
+                                   [--video-batch 16 8 4 2 1]
 
 1. image: median latency of ``analyze_image`` on a 1280x720 photo with one face (the astronaut on a wide canvas);
 2. video: frames per second of ``analyze_video`` on a 720p clip, every frame analysed and the annotated clip written
-   (a generated pan over the astronaut; plus the 720p clip in ../shared when present);
+   (a generated pan over the astronaut; plus the 720p clip in ../shared when present), with the faces batched as
+   the app does or, with ``--video-batch``, by each size given;
 3. with ``--concurrent N``: photos per second and median latency of N threads calling ``analyze_image`` at once
    (the app serves two photo requests at a time), against one thread in the same run, and whether every concurrent
    result equals the sequential one;

@@ -88,7 +88,7 @@ def test_faces_pass_through_the_model_in_batches_of_the_default_size(model, clip
         analyze_video(clip, model, batch_size=0)
 
 
-def test_a_photo_with_many_faces_is_scored_in_passes_of_the_default_size(model):
+def test_a_photo_with_many_faces_is_scored_in_passes(model):
     from skimage.data import astronaut
 
     from mtl.faces import crop_face
@@ -97,6 +97,9 @@ def test_a_photo_with_many_faces_is_scored_in_passes_of_the_default_size(model):
     rgb = astronaut()
     crops = [crop_face(rgb, b) for b in find_faces(rgb)] * 5  # five copies of the one face
     counting = _CountingModel(model)
+    _predict_crops(counting, crops)  # as analyze_image calls it
+    assert sum(counting.passes) == 5 and max(counting.passes) == min(5, default_batch_size())
+    counting.passes.clear()
     chunked = _predict_crops(counting, crops, batch_size=2)
     assert counting.passes == [2, 2, 1]
     whole = _predict_crops(model, crops, batch_size=len(crops))
