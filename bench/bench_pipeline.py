@@ -122,7 +122,7 @@ def bench_video(model, clip: Path, label: str, batch_size: int | None = None) ->
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         v = analyze_video(clip, model, every=1, out_path=Path(d) / "annotated.mp4", max_duration=None,
-                          **({} if batch_size is None else {"batch_size": batch_size}))
+                          batch_size=batch_size)
         dt = time.perf_counter() - t
         r1 = resource.getrusage(resource.RUSAGE_SELF)
     fps = v.frames_decoded / dt
