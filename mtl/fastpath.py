@@ -4,7 +4,8 @@ What makes it fast, and why each step is sound:
 
 - **No reconstruction branch**: it only serves training.
 - **BatchNorm folded into the convolution before it** (eval mode: BN is an affine map per channel), so each
-  layer is one convolution with a bias plus ReLU.
+  layer is one convolution with a bias plus ReLU. In a timm backbone the pairs are a block's attributes, not the
+  members of a Sequential; they are folded where the folded copy is checked to compute what the original does.
 - **Subnormal weights flushed to zero.** The authors' released weights hold >100k subnormal floats (dead
   channels whose running variance collapsed to ~1e-45 leave tiny weights behind). Arithmetic on subnormals takes
   a slow microcode path on x86 CPUs and made every convolution several times slower. A subnormal weight is below
@@ -63,18 +64,48 @@ def _fold_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
     return fused
 
 
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every BatchNorm2d that directly follows a convolution inside an ``nn.Sequential`` (in place)."""
+def _after_norm(bn: nn.BatchNorm2d) -> nn.Module:
+    """What is left of a norm layer once its affine map is folded away: timm's ``BatchNormAct2d`` runs its dropout
+    and activation after the normalisation, a plain BatchNorm2d nothing."""
+    act, drop = getattr(bn, "act", None), getattr(bn, "drop", None)
+    rest = [m for m in (drop, act) if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
+    return nn.Sequential(*rest) if rest else nn.Identity()
+
+
+def _fold_adjacent(module: nn.Module) -> None:
+    """Fold each BatchNorm2d child registered right after a convolution child of ``module`` (in place)."""
+    names = list(module._modules)
+    for conv_name, bn_name in zip(names, names[1:]):
+        conv, bn = module._modules[conv_name], module._modules[bn_name]
+        if (isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d)
+                and bn.num_features == conv.out_channels and bn.track_running_stats):
+            module._modules[conv_name] = _fold_bn(conv, bn)
+            module._modules[bn_name] = _after_norm(bn)
+
+
+def fold_batchnorm(module: nn.Module, sequential_only: bool = True) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a convolution inside an ``nn.Sequential`` (in place): exact,
+    since a Sequential runs its children in order.
+
+    ``sequential_only=False`` also folds pairs of attributes registered one after the other (timm's blocks:
+    ``conv_pw``, ``bn1``, ``conv_dw``, ``bn2``, ...). Registration order is not data flow in general, so that is
+    only sound where the result is checked against the original (``fold_checked``)."""
     for child in module.children():
-        fold_batchnorm(child)
-    if isinstance(module, nn.Sequential):
-        children = list(module)
-        for i in range(len(children) - 1):
-            conv, bn = children[i], children[i + 1]
-            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
-                module[i] = _fold_bn(conv, bn)
-                module[i + 1] = nn.Identity()
+        fold_batchnorm(child, sequential_only)
+    if isinstance(module, nn.Sequential) or not sequential_only:
+        _fold_adjacent(module)
     return module
+
+
+def fold_checked(original: nn.Module, prepared: nn.Module, probe: torch.Tensor) -> nn.Module:
+    """``prepared`` (a fast-path copy of ``original``) with the attribute pairs folded too, if the result still
+    computes what ``original`` does on ``probe``; else ``prepared`` as it was."""
+    folded = fold_batchnorm(copy.deepcopy(prepared), sequential_only=False)
+    with torch.no_grad():
+        expected = copy.deepcopy(original).eval()(probe)
+        got = folded(probe.contiguous(memory_format=torch.channels_last))
+    tolerance = 1e-4 * max(1.0, expected.abs().max().item())
+    return folded if got.shape == expected.shape and (got - expected).abs().max().item() <= tolerance else prepared
 
 
 class SubPixelConv(nn.Module):
@@ -165,6 +196,9 @@ class FastNetwork:
     def __init__(self, model):
         self.model = model
         encoder = _prepare(model.encoder)
+        if not isinstance(model.encoder, ClassNSegEncoder):  # a timm backbone: its conv/BN pairs are attributes
+            probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+            encoder = fold_checked(model.encoder, encoder, model.encoder_input(probe))
         if isinstance(model.encoder, ClassNSegEncoder):
             self.encoder_fp32 = encoder.layers[:FP32_PREFIX_LAYERS]
             self.encoder = encoder.layers[FP32_PREFIX_LAYERS:]

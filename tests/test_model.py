@@ -227,6 +227,46 @@ def test_batchnorm_folding_is_exact():
     assert torch.allclose(folded(x), expected, atol=1e-5)
 
 
+def test_timm_blocks_fold_their_attribute_pairs_exactly():
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    m = ClassNSeg(encoder="timm/tf_efficientnet_lite0", latent_channels=32).eval()
+    for bn in m.encoder.modules():  # running statistics away from the identity, so an unfolded BN would show
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 256, 256)
+    fast, exact = m.predict(x), m.predict(x, precision="fp32")
+    norms = [k for k in m._fast.encoder.modules() if isinstance(k, nn.BatchNorm2d)]
+    assert norms == []  # timm's BatchNormAct2d pairs (conv_pw/bn1, conv_dw/bn2, ...) and the projection's
+    assert any(isinstance(k, nn.ReLU6) for k in m._fast.encoder.modules())  # BatchNormAct2d's activation is kept
+    assert torch.allclose(fast.activations, exact.activations, atol=1e-4)
+    assert torch.allclose(fast.mask, exact.mask, atol=1e-3)
+
+
+def test_attribute_folding_is_undone_where_registration_order_is_not_data_flow():
+    import copy
+
+    from mtl.fastpath import fold_checked
+
+    class Swapped(nn.Module):  # registers bn right after conv_a, but runs it after conv_b
+        def __init__(self):
+            super().__init__()
+            self.conv_a, self.bn, self.conv_b = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.bn(self.conv_b(self.conv_a(x)))
+
+    torch.manual_seed(0)
+    module = Swapped().eval()
+    module.bn.running_var.uniform_(0.5, 2.0)
+    module.bn.running_mean.uniform_(-1, 1)
+    probe = torch.randn(1, 4, 8, 8)
+    kept = fold_checked(module, copy.deepcopy(module), probe)
+    assert isinstance(kept.bn, nn.BatchNorm2d)  # the fold would be wrong here, so it was not kept
+    assert torch.allclose(kept(probe), module(probe))
+
+
 def test_predict_rejects_bad_shapes_and_precisions(model):
     with pytest.raises(ValueError, match="Bx3xHxW"):
         model.predict(torch.zeros(3, 256, 256))
