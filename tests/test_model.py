@@ -244,6 +244,29 @@ def test_timm_blocks_fold_their_attribute_pairs_exactly():
     assert torch.allclose(fast.mask, exact.mask, atol=1e-3)
 
 
+def test_half_turned_backbone_pads_nothing_and_computes_the_same():
+    pytest.importorskip("timm")
+    from mtl.fastpath import HalfTurn, half_turned
+
+    torch.manual_seed(0)
+    m = ClassNSeg(encoder="timm/tf_efficientnet_lite0", latent_channels=32).eval()
+    m.predict(torch.zeros(1, 3, 256, 256))
+    assert isinstance(m._fast.encoder, HalfTurn)  # the fast path took the turned copy
+    turned = m._fast.encoder.inner
+    assert not any(type(k).__name__ == "Conv2dSame" for k in turned.modules())
+    original = m.encoder.eval()
+    with torch.no_grad():  # odd sides on the way down (200 -> 100 -> 50 -> 25 -> 13) and a non-square face
+        for shape in [(2, 3, 256, 256), (1, 3, 200, 200), (1, 3, 256, 192)]:
+            x = torch.randn(shape)
+            expected, got = original(x), m._fast.encoder(x.contiguous(memory_format=torch.channels_last))
+            assert got.shape == expected.shape
+            assert torch.allclose(got, expected, atol=1e-4 * expected.abs().max().item())
+    # a stride-2 convolution padded symmetrically (ResNet's, RegNet's) would change its windows when turned
+    assert half_turned(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1))) is None
+    assert half_turned(nn.Sequential(nn.Conv2d(3, 4, 2))) is None  # even kernel
+    assert half_turned(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1))) is not None
+
+
 def test_attribute_folding_is_undone_where_registration_order_is_not_data_flow():
     import copy
 
