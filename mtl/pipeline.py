@@ -206,18 +206,19 @@ def load_image(image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                          "Please upload a smaller version") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InputError(f"{name}: not an image this app can read (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)") from e
-    w, h = im.size
-    if w * h > max_pixels:
-        raise InputError(f"{name}: " + str(_too_big(w, h, max_pixels)))
-    if w == 0 or h == 0:
-        raise InputError(f"{name}: the image is empty (0 pixels)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im.load()
-            return _pil_to_rgb(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InputError(f"{name}: the image data is truncated or corrupt ({e})") from e
+    with im:  # closes the file on every path (a refused or corrupt file, a GIF's other frames)
+        w, h = im.size
+        if w * h > max_pixels:
+            raise InputError(f"{name}: " + str(_too_big(w, h, max_pixels)))
+        if w == 0 or h == 0:
+            raise InputError(f"{name}: the image is empty (0 pixels)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.load()
+                return _pil_to_rgb(im)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise InputError(f"{name}: the image data is truncated or corrupt ({e})") from e
 
 
 # --- faces ---------------------------------------------------------------------------------------------------------

@@ -93,6 +93,24 @@ def test_truncated_jpeg(tmp_path, astronaut):
         load_image(cut)
 
 
+def test_load_image_closes_every_file_it_opens(tmp_path, astronaut):
+    import gc
+    import warnings
+
+    Image.fromarray(astronaut).convert("P").save(tmp_path / "p.gif")  # multi-frame formats keep their file open
+    Image.fromarray(astronaut).save(tmp_path / "full.jpg", quality=90)
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:2000])
+    huge = _png_header_only(tmp_path / "huge.png", 20000, 20000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_image(tmp_path / "p.gif").shape == astronaut.shape
+        for bad in (tmp_path / "cut.jpg", huge):
+            with pytest.raises(InputError):
+                load_image(bad)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 @pytest.mark.parametrize("w, h", [(20000, 20000), (10000, 6000)])
 def test_huge_images_refused_from_the_header(tmp_path, w, h):
     p = _png_header_only(tmp_path / "huge.png", w, h)
