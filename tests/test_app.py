@@ -50,7 +50,8 @@ def test_named_endpoints(client):
 def test_analyze_astronaut(client, app_module):
     photo = app_module.EXAMPLE_IMAGES[0]
     annotated, verdict, method, gallery, details = client.predict(handle_file(photo), api_name="/analyze_image")
-    assert Image.open(annotated).size == (512, 512)
+    with Image.open(annotated) as im:
+        assert im.size == (512, 512)
     assert len(details["faces"]) == 1 and details["verdict"] in ("fake", "real")
     p = details["p_fake"]
     word = "manipulated" if details["verdict"] == "fake" else "real"
@@ -94,7 +95,8 @@ def test_bad_images_get_clear_messages_and_the_app_keeps_serving(client, app_mod
     _, verdict, method, gallery, details = client.predict(handle_file(str(one)), api_name="/analyze_image")
     assert "no face" in verdict.lower() and details["verdict"] == "no_face" and gallery == []
     cmyk = tmp_path / "cmyk.jpg"
-    Image.open(app_module.EXAMPLE_IMAGES[0]).convert("CMYK").save(cmyk)
+    with Image.open(app_module.EXAMPLE_IMAGES[0]) as im:
+        im.convert("CMYK").save(cmyk)
     _, verdict, _, _, details = client.predict(handle_file(str(cmyk)), api_name="/analyze_image")
     assert len(details["faces"]) == 1
     # and the next normal request still works

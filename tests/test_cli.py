@@ -77,9 +77,10 @@ def test_scan_folder_and_files(inputs, tmp_path, capsys):
     clip = by_name["clip.mp4"]
     assert clip["kind"] == "video" and len(clip["frames"]) == 12
     assert clip["frames"][1]["t"] == pytest.approx(0.04, abs=1e-3)
-    mask = Image.open(out / by_name["astronaut.png"]["mask"])
-    assert mask.size == (512, 512) and mask.mode == "L"  # the input's size
-    assert Image.open(out / by_name["grey.jpg"]["mask"]).size == (256, 256)
+    with Image.open(out / by_name["astronaut.png"]["mask"]) as mask:
+        assert mask.size == (512, 512) and mask.mode == "L"  # the input's size
+    with Image.open(out / by_name["grey.jpg"]["mask"]) as mask:
+        assert mask.size == (256, 256)
     assert "7 items" in capsys.readouterr().out
 
 
