@@ -51,7 +51,7 @@ def test_analyze_astronaut(client, app_module):
     photo = app_module.EXAMPLE_IMAGES[0]
     annotated, verdict, method, gallery, details = client.predict(handle_file(photo), api_name="/analyze_image")
     with Image.open(annotated) as im:
-        assert im.size == (512, 512)
+        assert im.size == (512, 512) and im.format == "JPEG"  # written by the app, not re-encoded by Gradio
     assert len(details["faces"]) == 1 and details["verdict"] in ("fake", "real")
     p = details["p_fake"]
     word = "manipulated" if details["verdict"] == "fake" else "real"
@@ -132,3 +132,22 @@ def test_about_describes_the_loaded_model(app_module):
     assert f"**Model:** `{model.name}`" in text and f"`{model.encoder_name}`" in text
     assert f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters" in text
     assert f"**{model.threshold:.2f}**" in text
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through Linux's /proc/self/fd")
+def test_handlers_leave_no_file_open(app_module):
+    import gc
+    import os
+
+    def open_files() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    app_module.run_image(app_module.EXAMPLE_IMAGES[0])  # warm: the model, the detector, their threads
+    app_module.run_video(app_module.EXAMPLE_VIDEOS[0], 5, progress=lambda *a, **k: None)
+    before = open_files()
+    for _ in range(3):
+        annotated, *_ = app_module.run_image(app_module.EXAMPLE_IMAGES[0])
+        clip, *_ = app_module.run_video(app_module.EXAMPLE_VIDEOS[0], 5, progress=lambda *a, **k: None)
+        assert Path(annotated).is_file() and Path(clip).is_file()
+    assert open_files() == before

@@ -1,0 +1,156 @@
+"""What a user of the app waits for: a photo's round trip through the served app, against the pipeline in-process.
+
+    python bench/bench_served.py [--model SPEC] [--runs 20]
+
+Starts ``python app.py`` on a free local port in a subprocess (with this environment, so ``MTL_TORCH_THREADS`` and
+``MTL_MODEL`` apply to it too), waits for it, and times ``--runs`` calls of its ``/analyze_image`` endpoint through
+``gradio_client`` on the 1280x720 photo of ``bench_pipeline`` (one face, saved as a JPEG, uploaded each time), one
+after another; then stops the app. ``analyze_image`` in this process on the same file is timed before and after, so
+the difference is what serving adds: the upload, Gradio's queue and its worker thread, the outputs' encoding and
+their downloads. Two more lines split that: the same call without downloading the outputs, and a call the app refuses
+at once (no photo), Gradio's and the client's share alone. Figures, not pass/fail; compare within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_pipeline import photo_720p  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def summary(times_ms: list[float]) -> str:
+    return f"median {statistics.median(times_ms):.1f} ms (p90 {np.percentile(times_ms, 90):.1f} ms, {len(times_ms)} runs)"
+
+
+def time_in_process(photo: Path, model, runs: int) -> list[float]:
+    from mtl.pipeline import analyze_image
+
+    for _ in range(3):
+        analyze_image(photo, model)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        analyze_image(photo, model)
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def start_app(port: int, model: str | None, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    if model:
+        cmd += ["--model", model]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def connect(port: int, app: subprocess.Popen, log: Path, timeout_s: float = 180.0):
+    from gradio_client import Client
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if app.poll() is not None:
+            raise SystemExit(f"the app exited with code {app.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            return Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(log.parent / "downloads"))
+        except Exception:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the app did not answer within {timeout_s:.0f} s; its log: {log}")
+            time.sleep(1.0)
+
+
+def time_calls(call, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def time_served(photo: Path, port: int, model: str | None, runs: int, work: Path) -> dict[str, list[float]]:
+    """Round trips of the photo, with the outputs downloaded (as ``gradio_client`` does by default) and without;
+    and of a call the app refuses at once (no photo), which is Gradio's and the client's share alone."""
+    from gradio_client import Client, handle_file
+
+    log = work / "app.log"
+    app = start_app(port, model, log)
+    try:
+        client = connect(port, app, log)
+        bare = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        for _ in range(3):
+            _, _, _, _, details = client.predict(handle_file(str(photo)), api_name="/analyze_image")
+        assert len(details["faces"]) == 1, f"the app found {len(details['faces'])} faces, expected one"
+
+        def refused():
+            try:
+                bare.predict(None, api_name="/analyze_image")
+            except Exception as e:  # the app's "Please upload ... a photo first"
+                assert "photo" in str(e), e
+            else:
+                raise AssertionError("the app analysed no photo without complaint")
+
+        return {
+            "with the outputs downloaded": time_calls(
+                lambda: client.predict(handle_file(str(photo)), api_name="/analyze_image"), runs),
+            "results only (download_files=False)": time_calls(
+                lambda: bare.predict(handle_file(str(photo)), api_name="/analyze_image"), runs),
+            "a call refused at once (no photo)": time_calls(refused, runs),
+        }
+    finally:
+        app.terminate()
+        try:
+            app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            app.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: $MTL_MODEL, else the shipped)")
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+
+    import cv2
+
+    from mtl.pipeline import get_model, model_name
+
+    model = get_model(args.model)
+    threads = os.environ.get("MTL_TORCH_THREADS", "1")
+    print(f"model {model_name(model)}; MTL_TORCH_THREADS={threads}; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        photo = work / "photo.jpg"
+        cv2.imwrite(str(photo), cv2.cvtColor(photo_720p(), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        before = time_in_process(photo, model, args.runs)
+        print(f"in-process analyze_image (a 1280x720 JPEG, one face), before: {summary(before)}")
+        served = time_served(photo, free_port(), args.model, args.runs, work)
+        after = time_in_process(photo, model, args.runs)
+        print(f"in-process analyze_image, after:                         {summary(after)}")
+        in_process = statistics.median(before + after)
+        for what, times in served.items():
+            print(f"served /analyze_image through gradio_client, {what}: {summary(times)}   "
+                  f"{statistics.median(times) / in_process:.2f}x in-process")
+
+
+if __name__ == "__main__":
+    main()
