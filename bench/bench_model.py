@@ -98,8 +98,7 @@ def main() -> None:
     model.predict(crops[:1])  # builds the fast path
     candidates = {"reference": reference, "fast": fast(model._fast)}
     if not isinstance(model.encoder, ClassNSegEncoder):
-        with patch.object(fastpath, "fold_checked", lambda original, prepared, probe: prepared), \
-                patch.object(fastpath, "half_turned", lambda module: None):
+        with patch.object(fastpath, "checked_backbone", lambda original, prepared, probe: prepared):
             candidates["without"] = fast(fastpath.FastNetwork(model))
     rows = []
     for batch in (1, 8):

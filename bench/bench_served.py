@@ -42,19 +42,6 @@ def summary(times_ms: list[float]) -> str:
     return f"median {statistics.median(times_ms):.1f} ms (p90 {np.percentile(times_ms, 90):.1f} ms, {len(times_ms)} runs)"
 
 
-def time_in_process(photo: Path, model, runs: int) -> list[float]:
-    from mtl.pipeline import analyze_image
-
-    for _ in range(3):
-        analyze_image(photo, model)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        analyze_image(photo, model)
-        times.append((time.perf_counter() - t) * 1000)
-    return times
-
-
 def start_app(port: int, model: str | None, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
     if model:
@@ -77,7 +64,9 @@ def connect(port: int, app: subprocess.Popen, log: Path, timeout_s: float = 180.
             time.sleep(1.0)
 
 
-def time_calls(call, runs: int) -> list[float]:
+def time_calls(call, runs: int, warm: int = 0) -> list[float]:
+    for _ in range(warm):
+        call()
     times = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -131,7 +120,7 @@ def main() -> None:
 
     import cv2
 
-    from mtl.pipeline import get_model, model_name
+    from mtl.pipeline import analyze_image, get_model, model_name
 
     model = get_model(args.model)
     threads = os.environ.get("MTL_TORCH_THREADS", "1")
@@ -141,10 +130,10 @@ def main() -> None:
         work = Path(tmp)
         photo = work / "photo.jpg"
         cv2.imwrite(str(photo), cv2.cvtColor(photo_720p(), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        before = time_in_process(photo, model, args.runs)
+        before = time_calls(lambda: analyze_image(photo, model), args.runs, warm=3)
         print(f"in-process analyze_image (a 1280x720 JPEG, one face), before: {summary(before)}")
         served = time_served(photo, free_port(), args.model, args.runs, work)
-        after = time_in_process(photo, model, args.runs)
+        after = time_calls(lambda: analyze_image(photo, model), args.runs)
         print(f"in-process analyze_image, after:                         {summary(after)}")
         in_process = statistics.median(before + after)
         for what, times in served.items():

@@ -93,7 +93,7 @@ def fold_batchnorm(module: nn.Module, sequential_only: bool = True) -> nn.Module
 
     ``sequential_only=False`` also folds pairs of attributes registered one after the other (timm's blocks:
     ``conv_pw``, ``bn1``, ``conv_dw``, ``bn2``, ...). Registration order is not data flow in general, so that is
-    only sound where the result is checked against the original (``fold_checked``)."""
+    only sound where the result is checked against the original (``checked_backbone``)."""
     for child in module.children():
         fold_batchnorm(child, sequential_only)
     if isinstance(module, nn.Sequential) or not sequential_only:
@@ -101,21 +101,28 @@ def fold_batchnorm(module: nn.Module, sequential_only: bool = True) -> nn.Module
     return module
 
 
-def agrees(original: nn.Module, candidate: nn.Module, probe: torch.Tensor) -> bool:
-    """Whether ``candidate`` (a rewritten copy of ``original``, channels-last) computes what ``original`` (in eval
-    mode) does on ``probe``, to float rounding."""
+def agrees(candidate: nn.Module, probe: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether ``candidate`` (a rewritten, channels-last copy of a module) gives ``expected``, the module's own
+    output on ``probe``, to float rounding."""
     with torch.no_grad():
-        expected = copy.deepcopy(original).eval()(probe)
         got = candidate(probe.contiguous(memory_format=torch.channels_last))
     tolerance = 1e-4 * max(1.0, expected.abs().max().item())
     return got.shape == expected.shape and (got - expected).abs().max().item() <= tolerance
 
 
-def fold_checked(original: nn.Module, prepared: nn.Module, probe: torch.Tensor) -> nn.Module:
-    """``prepared`` (a fast-path copy of ``original``) with the attribute pairs folded too, if the result still
-    computes what ``original`` does on ``probe``; else ``prepared`` as it was."""
+def checked_backbone(original: nn.Module, prepared: nn.Module, probe: torch.Tensor) -> nn.Module:
+    """A timm backbone's fast copy: ``prepared`` (``original`` through ``_prepare``) with its attribute pairs folded,
+    then turned by 180 degrees (``half_turned``), each rewrite kept only where the result still computes what
+    ``original`` (in eval mode) does on ``probe``."""
+    with torch.no_grad():
+        expected = copy.deepcopy(original).eval()(probe)
     folded = fold_batchnorm(copy.deepcopy(prepared), sequential_only=False)
-    return folded if agrees(original, folded, probe) else prepared
+    if agrees(folded, probe, expected):
+        prepared = folded
+    turned = half_turned(prepared)
+    if turned is not None and agrees(turned, probe, expected):
+        prepared = turned
+    return prepared
 
 
 class HalfTurn(nn.Module):
@@ -141,7 +148,7 @@ def half_turned(module: nn.Module) -> nn.Module | None:
     normalisation, activations and sums are per pixel), and the latent is turned back at the end. Only where every
     convolution has an odd kernel and no dilation, and every strided one is a ``Conv2dSame`` of stride 2 (a stride-2
     convolution padded symmetrically has the opposite problem): None otherwise. Callers check the result on a probe
-    (``agrees``), since other layers (pooling) may not commute with the turn."""
+    (``checked_backbone``), since other layers (pooling) may not commute with the turn."""
     turned = copy.deepcopy(module)
     for parent in list(turned.modules()):
         for name, conv in list(parent.named_children()):
@@ -250,19 +257,14 @@ class FastNetwork:
 
     def __init__(self, model):
         self.model = model
-        encoder = _prepare(model.encoder)
-        if not isinstance(model.encoder, ClassNSegEncoder):  # a timm backbone: its conv/BN pairs are attributes
-            probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-            probe = model.encoder_input(probe)
-            encoder = fold_checked(model.encoder, encoder, probe)
-            turned = half_turned(encoder)
-            if turned is not None and agrees(model.encoder, turned, probe):
-                encoder = turned
         if isinstance(model.encoder, ClassNSegEncoder):
+            encoder = _prepare(model.encoder)
             self.encoder_fp32 = encoder.layers[:FP32_PREFIX_LAYERS]
             self.encoder = encoder.layers[FP32_PREFIX_LAYERS:]
-        else:
-            self.encoder_fp32, self.encoder = nn.Identity(), encoder
+        else:  # a timm backbone: its conv/BN pairs are attributes, its padding maybe TensorFlow's
+            probe = model.encoder_input(torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+            self.encoder_fp32 = nn.Identity()
+            self.encoder = checked_backbone(model.encoder, _prepare(model.encoder), probe)
         self.trunk = _prepare(model.decoder.shared)
         self.segmenter = _prepare(model.decoder.segmenter)
         self.method_head = _prepare(model.method_head)
