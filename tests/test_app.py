@@ -57,6 +57,9 @@ def test_analyze_astronaut(client, app_module):
     word = "manipulated" if details["verdict"] == "fake" else "real"
     assert f"likely {word} (p={p:.2f})" in verdict.lower()
     assert len(gallery) == 2  # the crop and its region
+    for item in gallery:
+        with Image.open(item["image"]) as im:  # gradio_client: {"image": path, "caption": ...}
+            assert im.size == (256, 256) and im.format == "JPEG"
     if details["verdict"] == "real":
         assert details["method"] is None
 
