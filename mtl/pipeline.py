@@ -360,7 +360,7 @@ def _predict_crops(model, crops: list, batch_size: int | None = None
     from .preprocess import to_model_input
 
     res = []
-    step = batch_size or default_batch_size()
+    step = default_batch_size() if batch_size is None else batch_size
     for start in range(0, len(crops), step):
         out = model.predict(to_model_input([c.image for c in crops[start:start + step]]))
         masks = out.mask.numpy().astype(np.float32, copy=False)
