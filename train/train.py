@@ -41,6 +41,7 @@ from mtl.losses import multitask_loss
 from mtl.model import ClassNSeg
 
 from . import metrics as M
+from . import sam
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,6 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--by-person", action="store_true",
                    help="batches of whole people: real faces together with their own forgeries")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the run")
+    p.add_argument("--sam", type=float, default=0.0, metavar="RHO",
+                   help="sharpness-aware minimisation with radius RHO (train.sam; Self-Blended Images uses 0.05): "
+                        "each step's gradient is taken at the weights moved RHO uphill, for flatter minima; two "
+                        "passes a step (0 = plain steps, the paper's recipe)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
@@ -501,17 +506,27 @@ def train(args) -> Path:
         for batch in bar:
             x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             labels = batch["label"].to(device)
-            with autocast():
-                out = net(x, gate=labels, reconstruct=args.reconstruction_weight > 0)
-                terms = multitask_loss(out, x, labels, batch["mask"].to(device), batch["method"].to(device),
-                                       gamma=args.gamma, method_weight=args.method_weight,
-                                       dense_weight=args.dense_activation,
-                                       reconstruction_weight=args.reconstruction_weight,
-                                       margin_weight=args.margin, activation_weight=args.activation_weight,
-                                       edge_weight=args.edge_weight, photos=batch["photo"].to(device),
-                                       twin_weight=args.twin_weight, focal=args.focal)
+            masks, methods, photos = batch["mask"].to(device), batch["method"].to(device), batch["photo"].to(device)
+
+            def batch_loss():
+                with autocast():
+                    out = net(x, gate=labels, reconstruct=args.reconstruction_weight > 0)
+                    return out, multitask_loss(out, x, labels, masks, methods, gamma=args.gamma,
+                                               method_weight=args.method_weight, dense_weight=args.dense_activation,
+                                               reconstruction_weight=args.reconstruction_weight,
+                                               margin_weight=args.margin, activation_weight=args.activation_weight,
+                                               edge_weight=args.edge_weight, photos=photos,
+                                               twin_weight=args.twin_weight, focal=args.focal)
+
+            out, terms = batch_loss()  # what the step logs: the loss at the weights it starts from
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
+            if args.sam:
+                moved = sam.climb(model.parameters(), args.sam)
+                optimizer.zero_grad(set_to_none=True)
+                with sam.batch_statistics_kept(model):
+                    batch_loss()[1].total.backward()
+                sam.descend(moved)
             optimizer.step()
             if scheduler:
                 scheduler.step()
