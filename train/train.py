@@ -506,26 +506,14 @@ def train(args) -> Path:
         for batch in bar:
             x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             labels = batch["label"].to(device)
-            masks, methods, photos = batch["mask"].to(device), batch["method"].to(device), batch["photo"].to(device)
-
-            def batch_loss():
-                with autocast():
-                    out = net(x, gate=labels, reconstruct=args.reconstruction_weight > 0)
-                    return out, multitask_loss(out, x, labels, masks, methods, gamma=args.gamma,
-                                               method_weight=args.method_weight, dense_weight=args.dense_activation,
-                                               reconstruction_weight=args.reconstruction_weight,
-                                               margin_weight=args.margin, activation_weight=args.activation_weight,
-                                               edge_weight=args.edge_weight, photos=photos,
-                                               twin_weight=args.twin_weight, focal=args.focal)
-
-            out, terms = batch_loss()  # what the step logs: the loss at the weights it starts from
+            out, terms = _forward_loss(net, args, x, labels, batch, device, autocast)  # what the step logs
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
-            if args.sam:
+            if args.sam:  # the gradient again, at the weights moved uphill, then back to where the step started
                 moved = sam.climb(model.parameters(), args.sam)
                 optimizer.zero_grad(set_to_none=True)
                 with sam.batch_statistics_kept(model):
-                    batch_loss()[1].total.backward()
+                    _forward_loss(net, args, x, labels, batch, device, autocast)[1].total.backward()
                 sam.descend(moved)
             optimizer.step()
             if scheduler:
@@ -568,6 +556,20 @@ def train(args) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return args.out / "best"
+
+
+def _forward_loss(net, args, x: torch.Tensor, labels: torch.Tensor, batch: dict, device, autocast):
+    """One forward pass of a training batch and its loss terms, as the options weigh them -> (outputs, terms)."""
+    with autocast():
+        out = net(x, gate=labels, reconstruct=args.reconstruction_weight > 0)
+        terms = multitask_loss(out, x, labels, batch["mask"].to(device), batch["method"].to(device),
+                               gamma=args.gamma, method_weight=args.method_weight,
+                               dense_weight=args.dense_activation,
+                               reconstruction_weight=args.reconstruction_weight,
+                               margin_weight=args.margin, activation_weight=args.activation_weight,
+                               edge_weight=args.edge_weight, photos=batch["photo"].to(device),
+                               twin_weight=args.twin_weight, focal=args.focal)
+    return out, terms
 
 
 def _cosine(step: int, total: int) -> float:
