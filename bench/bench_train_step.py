@@ -8,9 +8,11 @@ update, under bf16 autocast with channels-last tensors where the CPU has bf16 (a
 encoder's parameter count, the median step time, faces per second and the ratio against the first encoder in the list,
 all measured in this run. ``--reconstruction`` also runs the reconstruction arm (the paper's recipe). A ``+deep``
 suffix keeps a timm backbone's stride-32 stage (``train.train --deep-stage``); a ``+compile`` suffix runs the
-network's forward through ``torch.compile`` (its compile time, in the uncounted first step, is printed apart).
+network's forward through ``torch.compile`` (its compile time, in the uncounted first step, is printed apart); a
+``+sam`` suffix takes sharpness-aware steps (``train.train --sam 0.05``: two passes a step).
 
     python bench/bench_train_step.py --encoders timm/tf_efficientnet_lite0 timm/tf_efficientnet_lite0+compile --batch 64
+    python bench/bench_train_step.py --encoders timm/tf_efficientnet_lite0 timm/tf_efficientnet_lite0+sam --batch 64
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from mtl.fastpath import cpu_has_bf16  # noqa: E402
 from mtl.losses import multitask_loss  # noqa: E402
 from mtl.model import ClassNSeg  # noqa: E402
+from train import sam  # noqa: E402
 
 DEFAULT_ENCODERS = ["classnseg", "timm/resnet18", "timm/mobilenetv3_large_100", "timm/efficientnet_b0"]
 
@@ -38,10 +41,10 @@ def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> t
     """Median step time, the encoder's parameter count, and the first (uncounted) step's time."""
     torch.manual_seed(0)
     name, *suffixes = encoder.split("+")
-    unknown = set(suffixes) - {"deep", "compile"}
+    unknown = set(suffixes) - {"deep", "compile", "sam"}
     if unknown:
-        raise SystemExit(f"{encoder}: unknown suffix +{' +'.join(sorted(unknown))} (known: +deep, +compile)")
-    deep, compiled = "deep" in suffixes, "compile" in suffixes
+        raise SystemExit(f"{encoder}: unknown suffix +{' +'.join(sorted(unknown))} (known: +deep, +compile, +sam)")
+    deep, compiled, sharp = "deep" in suffixes, "compile" in suffixes, "sam" in suffixes
     model = ClassNSeg(encoder=name, deep_stage=deep).to(memory_format=torch.channels_last).train()
     network = torch.compile(model) if compiled else model
     params = sum(p.numel() for p in model.encoder.parameters())
@@ -50,15 +53,24 @@ def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> t
     labels = torch.arange(batch) % 2
     masks = torch.randint(0, 2, (batch, 256, 256))
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_has_bf16() else nullcontext
+
+    def loss():
+        with autocast():
+            out = network(x, gate=labels, reconstruct=reconstruction)
+            return multitask_loss(out, x, labels, masks, reconstruction_weight=float(reconstruction),
+                                  margin_weight=1.0, dense_weight=1.0).total
+
     times = []
     for _ in range(reps + 1):  # the first step warms up and is not counted
         t = time.perf_counter()
-        with autocast():
-            out = network(x, gate=labels, reconstruct=reconstruction)
-            terms = multitask_loss(out, x, labels, masks, reconstruction_weight=float(reconstruction),
-                                   margin_weight=1.0, dense_weight=1.0)
         optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        loss().backward()
+        if sharp:  # as train.train takes a sharpness-aware step
+            moved = sam.climb(model.parameters(), 0.05)
+            optimizer.zero_grad(set_to_none=True)
+            with sam.batch_statistics_kept(model):
+                loss().backward()
+            sam.descend(moved)
         optimizer.step()
         times.append(time.perf_counter() - t)
     return statistics.median(times[1:]), params, times[0]
