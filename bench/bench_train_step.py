@@ -66,11 +66,7 @@ def step_seconds(encoder: str, batch: int, reps: int, reconstruction: bool) -> t
         optimizer.zero_grad(set_to_none=True)
         loss().backward()
         if sharp:  # as train.train takes a sharpness-aware step
-            moved = sam.climb(model.parameters(), 0.05)
-            optimizer.zero_grad(set_to_none=True)
-            with sam.batch_statistics_kept(model):
-                loss().backward()
-            sam.descend(moved)
+            sam.gradient_uphill(model, 0.05, lambda: loss().backward())
         optimizer.step()
         times.append(time.perf_counter() - t)
     return statistics.median(times[1:]), params, times[0]

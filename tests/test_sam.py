@@ -83,3 +83,12 @@ def test_a_sam_step_takes_two_passes_counts_the_batch_once_and_steps_from_where_
     assert any(not torch.allclose(sharp[k], plain[k], atol=1e-7) for k in weights)
     for k in weights:
         torch.testing.assert_close(models[0.05, 0.0][k], models[0.0, 0.0][k], atol=1e-7, rtol=0)
+
+
+def test_a_negative_radius_is_refused(capsys):
+    from train.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "d", "--out", "o", "--sam", "-0.05"])
+    assert "--sam is the radius of SAM's climb" in capsys.readouterr().err
+    assert parse_args(["--data", "d", "--out", "o", "--sam", "0.05"]).sam == 0.05

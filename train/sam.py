@@ -3,9 +3,9 @@ trains its detector: each step takes the gradient at the weights moved uphill by
 gradient, so the optimiser prefers weights whose loss stays low around them (flat minima, which carry better to data
 not seen in training). Two forward and backward passes a step.
 
-``climb`` moves the weights after the first backward pass and returns what ``descend`` needs to put them back before
-the optimiser steps with the second pass's gradients; ``batch_statistics_kept`` keeps the second pass from counting
-the batch twice in the batch-norm running statistics.
+``gradient_uphill`` is the step's second half, between the first backward pass and the optimiser's step: ``climb``
+moves the weights and returns what ``descend`` needs to put them back; ``batch_statistics_kept`` keeps the second pass
+from counting the batch twice in the batch-norm running statistics.
 """
 
 from __future__ import annotations
@@ -13,6 +13,18 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+
+
+def gradient_uphill(model: torch.nn.Module, rho: float, backward) -> None:
+    """After a backward pass has filled ``model``'s gradients: replace them by those ``backward()`` (the same batch's
+    loss, forward and backward again) gives at the weights moved ``rho`` uphill, and put the weights back, so that the
+    optimiser's step starts from where it would have and goes where SAM says."""
+    moved = climb(model.parameters(), rho)
+    for p, _ in moved:
+        p.grad = None
+    with batch_statistics_kept(model):
+        backward()
+    descend(moved)
 
 
 @torch.no_grad()

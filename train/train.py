@@ -161,6 +161,8 @@ def option_clash(args: argparse.Namespace) -> str | None:
         return "--focal modulates the margin loss: give --margin W too"
     if args.focal < 0:
         return "--focal must be 0 or more"
+    if args.sam < 0:
+        return "--sam is the radius of SAM's climb: 0 (plain steps) or more"
     if args.paired_augment and not args.data:
         return "--paired-augment pairs the crops of a built dataset: give --data"
     if args.twin_weight and not (args.data and args.by_person):
@@ -509,12 +511,9 @@ def train(args) -> Path:
             out, terms = _forward_loss(net, args, x, labels, batch, device, autocast)  # what the step logs
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
-            if args.sam:  # the gradient again, at the weights moved uphill, then back to where the step started
-                moved = sam.climb(model.parameters(), args.sam)
-                optimizer.zero_grad(set_to_none=True)
-                with sam.batch_statistics_kept(model):
-                    _forward_loss(net, args, x, labels, batch, device, autocast)[1].total.backward()
-                sam.descend(moved)
+            if args.sam:
+                sam.gradient_uphill(model, args.sam, lambda: _forward_loss(net, args, x, labels, batch, device,
+                                                                           autocast)[1].total.backward())
             optimizer.step()
             if scheduler:
                 scheduler.step()
