@@ -2,6 +2,7 @@
 
 import csv
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -128,6 +129,59 @@ def test_a_run_stopped_mid_epoch_resumes_where_it_stopped(tmp_path, astronaut, m
         assert logged.keys() == expected.keys() == {1, 2}
         for epoch in expected:
             assert logged[epoch] == pytest.approx(expected[epoch], rel=1e-5), (run, epoch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, at_call", [(signal.SIGTERM, 2), (signal.SIGINT, 3)],
+                         ids=["SIGTERM-mid-epoch", "SIGINT-after-the-epochs-last-batch"])
+def test_a_signal_stops_the_run_after_its_step_and_resume_loses_nothing(tmp_path, astronaut, monkeypatch, signum,
+                                                                        at_call):
+    """SIGTERM or Ctrl-C during a step: the step ends, the state is saved there (no --save-every needed) and the
+    process exits 128 + signal; --resume then ends with the weights of a run never stopped. Stopped after an epoch's
+    last batch (call 3 of 3), the resumed run validates that epoch before going on."""
+    import os
+
+    import train.train as T
+
+    data = _tiny_dataset(tmp_path / "data", astronaut)  # 24 train crops: 3 batches of 8 an epoch
+    common = ["--data", str(data), "--batch-size", "8", "--workers", "0", "--no-augment", "--precision", "fp32",
+              "--epochs", "2", "--seed", "0"]
+    train_main(common + ["--out", str(tmp_path / "straight")])
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+
+    forward_loss, calls = T._forward_loss, []
+
+    def signalled(*args, **kwargs):  # the signal arrives while step `at_call` is being computed
+        calls.append(1)
+        if len(calls) == at_call:
+            os.kill(os.getpid(), signum)
+        return forward_loss(*args, **kwargs)
+
+    monkeypatch.setattr(T, "_forward_loss", signalled)
+    before = signal.getsignal(signum)
+    with pytest.raises(SystemExit) as stopped:
+        train_main(common + ["--out", str(tmp_path / "stopped")])
+    assert stopped.value.code == 128 + signum
+    assert len(calls) == at_call  # no step after the one the signal came in
+    assert signal.getsignal(signum) is before
+    state = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (0, at_call, at_call)
+    assert not (tmp_path / "stopped" / "log.jsonl").exists()  # the epoch was not validated
+    monkeypatch.undo()
+
+    train_main(common + ["--out", str(tmp_path / "stopped"), "--resume"])
+    resumed = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    assert resumed["step"] == 6
+    for key, value in straight.items():
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-6), key
+    def train_figures(out):  # each epoch's log row: its training loss and accuracy, over all of its batches
+        rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k.startswith("train_")} for row in rows]
+
+    expected, logged = train_figures(tmp_path / "straight"), train_figures(tmp_path / "stopped")
+    assert len(logged) == len(expected) == 2
+    for got, want in zip(logged, expected):
+        assert got == pytest.approx(want, rel=1e-5)
 
 
 def test_forgeries_made_on_the_fly_are_drawn_afresh_each_epoch(tmp_path):

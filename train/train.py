@@ -6,14 +6,15 @@
     python -m train.train --data SMALL_SET --init runs/my-model/best --out runs/finetuned --epochs 5 --lr 1e-4
                                                                               # fine-tuning on a small set
 
-Recipe (paper): loss = activation + gamma * (segmentation + reconstruction) [+ method term when the method head
-is on]; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-7, weight decay 5e-4, batch 64; the decoder sees the half of the
+Recipe (paper): loss = activation + gamma * (segmentation + reconstruction) [+ method term when the method head is
+on]; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-7, weight decay 5e-4, batch 64; the decoder sees the half of the
 *true* label. On CPU the forward/backward runs under bf16 autocast with channels-last tensors where the CPU has
 bf16. Each epoch ends with a validation pass; ``OUT/best`` keeps the checkpoint with the best validation AUC,
 ``OUT/last.pt`` the full training state for ``--resume`` (also every N steps with ``--save-every N``: a run stopped
-mid-epoch resumes there, in the same batch order), ``OUT/log.csv`` and ``OUT/log.jsonl`` the history,
-``OUT/args.json`` the options it was started with. Batch order follows from the seed and the epoch; data made on
-the fly (``--faces``) draws fresh forgeries each epoch.
+mid-epoch resumes there, in the same batch order; SIGTERM or Ctrl-C ends the step in progress and saves it there,
+``train.stop``), ``OUT/log.csv`` and ``OUT/log.jsonl`` the history, ``OUT/args.json`` the options it was started
+with. Batch order follows from the seed and the epoch; data made on the fly (``--faces``) draws fresh forgeries each
+epoch.
 After training, the probability calibration is fitted on the validation split and written into ``OUT/best``.
 """
 
@@ -42,6 +43,7 @@ from mtl.model import ClassNSeg
 
 from . import metrics as M
 from . import sam
+from .stop import GracefulStop, TrainingStopped
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -449,7 +451,9 @@ def with_deep_stage(model: ClassNSeg) -> ClassNSeg:
 
 
 # -- the loop --------------------------------------------------------------------------------------------------------
-def train(args) -> Path:
+def train(args, stop: GracefulStop | None = None) -> Path:
+    """Run the training ``args`` describe; return ``OUT/best``. With ``stop`` (``train.stop``), a signal ends the run
+    after its step in progress: the state is saved to ``OUT/last.pt`` and ``TrainingStopped`` raised."""
     rank, world, device = setup_distributed()
     main_process = rank == 0
     seed_everything(args.seed + rank)
@@ -527,6 +531,16 @@ def train(args) -> Path:
             bar.set_postfix(loss=f"{sums['total'] / seen:.3f}", acc=f"{correct / seen:.3f}")
             if args.max_steps and step >= args.max_steps:
                 break
+            if stop is not None and stop.requested(world, device):
+                # saved after the epoch's last batch too: the resumed run then validates the epoch first
+                if main_process:
+                    save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done,
+                               tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
+                    print(f"stopped after step {step} (epoch {epoch + 1}, batch {done} of {steps_per_epoch}); "
+                          f"--resume goes on from {args.out / 'last.pt'}", flush=True)
+                if world > 1:
+                    dist.destroy_process_group()
+                raise TrainingStopped(stop.signum)
             if args.save_every and main_process and step % args.save_every == 0 and done < steps_per_epoch:
                 save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done,
                            tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
@@ -686,8 +700,12 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.start_only:
         write_start(args)
-    else:
-        train(args)
+        return
+    with GracefulStop() as stop:  # SIGTERM or Ctrl-C: the step in progress ends, its state is saved, exit 143 / 130
+        try:
+            train(args, stop)
+        except TrainingStopped as stopped:
+            raise SystemExit(stopped.exit_code) from None
 
 
 if __name__ == "__main__":
