@@ -5,8 +5,9 @@ import signal
 import threading
 
 import pytest
+import torch
 
-from train.stop import GracefulStop, TrainingStopped
+from train.stop import GracefulStop, TrainingStopped, ignore_stop_signals
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -42,3 +43,17 @@ def test_outside_the_main_thread_it_catches_nothing():
     thread.start()
     thread.join()
     assert seen == {"handler": before, "requested": False}
+
+
+class _WorkerSignals(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):  # runs in the worker process
+        return torch.tensor([signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGTERM, signal.SIGINT)])
+
+
+def test_data_loader_workers_leave_the_signals_to_the_trainer():
+    loader = torch.utils.data.DataLoader(_WorkerSignals(), num_workers=1, worker_init_fn=ignore_stop_signals)
+    assert all(bool(batch.all()) for batch in loader)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not in this process

@@ -5,9 +5,9 @@ Ctrl-C. Killed mid-step, it would lose every step since its last ``--save-every`
 first SIGTERM or SIGINT only sets a flag, which the trainer reads after each step; a second one gets the signal's usual
 effect at once (KeyboardInterrupt for Ctrl-C, the end of the process for SIGTERM).
 
-Send the signal to the trainer's own process (``kill PID``), not its process group: DataLoader workers that receive it
-die, and the trainer with them. Under torchrun, every rank asks the others at each step (``requested(world,
-device)``), so they stop after the same step.
+Ctrl-C in a terminal, or a kill of the process group, reaches the DataLoader workers too: they ignore both signals
+(``ignore_stop_signals``, their ``worker_init_fn``) and are shut down by the trainer once it has saved. Under torchrun,
+every rank asks the others at each step (``requested(world, device)``), so they stop after the same step.
 """
 
 from __future__ import annotations
@@ -72,3 +72,10 @@ class GracefulStop:
         if self.signum is None and int(flag):
             self.signum = int(flag)
         return bool(int(flag))
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """A DataLoader ``worker_init_fn``: the worker leaves SIGTERM and SIGINT to the trainer, which ends its step and saves
+    before the workers go (a worker that took Ctrl-C would die under it)."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

@@ -43,7 +43,7 @@ from mtl.model import ClassNSeg
 
 from . import metrics as M
 from . import sam
-from .stop import GracefulStop, TrainingStopped
+from .stop import GracefulStop, TrainingStopped, ignore_stop_signals
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -470,7 +470,7 @@ def train(args, stop: GracefulStop | None = None) -> Path:
         val_set = torch.utils.data.Subset(val_set, sorted(keep.tolist()))
     # persistent too: a short epoch (one part of a packed copy) would otherwise start every worker again to validate
     val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                            persistent_workers=args.workers > 0)
+                            persistent_workers=args.workers > 0, worker_init_fn=ignore_stop_signals)
 
     model = build_model(args).to(device).to(memory_format=torch.channels_last)
     model.train()
@@ -615,7 +615,8 @@ def make_train_loader(args, train_set, rank: int = 0, world: int = 1, device=tor
 
     # workers keep a copy of the dataset: one that forges on the fly must be copied afresh each epoch to see it
     persistent = args.workers > 0 and not _epoch_datasets(train_set)
-    common = dict(num_workers=args.workers, persistent_workers=persistent, pin_memory=device.type == "cuda")
+    common = dict(num_workers=args.workers, persistent_workers=persistent, pin_memory=device.type == "cuda",
+                  worker_init_fn=ignore_stop_signals)
     if args.interleave:
         main, *pairs = train_set.datasets  # build_datasets puts each family's pairs after the main set, in order
         families, every, turns = args.interleave
