@@ -531,19 +531,19 @@ def train(args, stop: GracefulStop | None = None) -> Path:
             bar.set_postfix(loss=f"{sums['total'] / seen:.3f}", acc=f"{correct / seen:.3f}")
             if args.max_steps and step >= args.max_steps:
                 break
-            if stop is not None and stop.requested(world, device):
-                # saved after the epoch's last batch too: the resumed run then validates the epoch first
+            # a stop saves after the epoch's last batch too: the resumed run then validates the epoch first
+            stopping = stop is not None and stop.requested(world, device)
+            due = args.save_every and step % args.save_every == 0 and done < steps_per_epoch
+            if main_process and (stopping or due):
+                save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done,
+                           tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
+            if stopping:
                 if main_process:
-                    save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done,
-                               tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
                     print(f"stopped after step {step} (epoch {epoch + 1}, batch {done} of {steps_per_epoch}); "
                           f"--resume goes on from {args.out / 'last.pt'}", flush=True)
                 if world > 1:
                     dist.destroy_process_group()
                 raise TrainingStopped(stop.signum)
-            if args.save_every and main_process and step % args.save_every == 0 and done < steps_per_epoch:
-                save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done,
-                           tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                "train_acc": correct / max(seen, 1), "seconds": round(time.time() - t0, 1),
                **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
