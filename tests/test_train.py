@@ -3,6 +3,7 @@
 import csv
 import json
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,15 +90,9 @@ def test_a_run_stopped_mid_epoch_resumes_where_it_stopped(tmp_path, astronaut, m
     stopped and resumed run ends with the weights of a run that never stopped. So does a run cut by --max-steps."""
     import train.train as T
 
-    data = _tiny_dataset(tmp_path / "data", astronaut)  # 24 train crops: 3 batches of 8 an epoch
-    common = ["--data", str(data), "--batch-size", "8", "--workers", "0", "--no-augment", "--precision", "fp32",
-              "--epochs", "2", "--seed", "0"]
-
-    def final_weights(out):
-        return torch.load(out / "last.pt", weights_only=True)["model"]
+    common = _two_tiny_epochs(tmp_path, astronaut)
 
     train_main(common + ["--out", str(tmp_path / "straight")])
-    straight = final_weights(tmp_path / "straight")
 
     def killed(*args, **kwargs):  # the process dies at the end of the first epoch, before its own save
         raise KeyboardInterrupt
@@ -115,20 +110,8 @@ def test_a_run_stopped_mid_epoch_resumes_where_it_stopped(tmp_path, astronaut, m
     assert (state["epoch"], state["batch"], state["step"]) == (1, 1, 4)
     train_main(common + ["--out", str(tmp_path / "cut"), "--resume"])
 
-    def train_figures(out):  # each epoch's last log row: its training loss and accuracy
-        rows = {row["epoch"]: row for row in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
-        return {epoch: {k: v for k, v in row.items() if k.startswith("train_")} for epoch, row in rows.items()}
-
     for run in ("killed", "cut"):
-        resumed = final_weights(tmp_path / run)
-        assert torch.load(tmp_path / run / "last.pt", weights_only=True)["step"] == 6
-        for key, value in straight.items():
-            assert torch.allclose(resumed[key].float(), value.float(), atol=1e-6), (run, key)
-        # a resumed epoch's log row covers the batches before the stop too
-        expected, logged = train_figures(tmp_path / "straight"), train_figures(tmp_path / run)
-        assert logged.keys() == expected.keys() == {1, 2}
-        for epoch in expected:
-            assert logged[epoch] == pytest.approx(expected[epoch], rel=1e-5), (run, epoch)
+        _assert_same_run(tmp_path / run, tmp_path / "straight")
 
 
 @pytest.mark.slow
@@ -143,11 +126,8 @@ def test_a_signal_stops_the_run_after_its_step_and_resume_loses_nothing(tmp_path
 
     import train.train as T
 
-    data = _tiny_dataset(tmp_path / "data", astronaut)  # 24 train crops: 3 batches of 8 an epoch
-    common = ["--data", str(data), "--batch-size", "8", "--workers", "0", "--no-augment", "--precision", "fp32",
-              "--epochs", "2", "--seed", "0"]
+    common = _two_tiny_epochs(tmp_path, astronaut)
     train_main(common + ["--out", str(tmp_path / "straight")])
-    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
 
     forward_loss, calls = T._forward_loss, []
 
@@ -170,18 +150,71 @@ def test_a_signal_stops_the_run_after_its_step_and_resume_loses_nothing(tmp_path
     monkeypatch.undo()
 
     train_main(common + ["--out", str(tmp_path / "stopped"), "--resume"])
-    resumed = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    _assert_same_run(tmp_path / "stopped", tmp_path / "straight")
+
+
+@pytest.mark.slow
+def test_a_signal_during_validation_stops_the_run_before_the_next_epoch(tmp_path, astronaut, monkeypatch):
+    """A signal that comes while an epoch is validated stops the run there, with that epoch validated and logged and
+    no step of the next; --resume then ends with the weights of a run never stopped."""
+    import os
+
+    import train.train as T
+
+    common = _two_tiny_epochs(tmp_path, astronaut)
+    train_main(common + ["--out", str(tmp_path / "straight")])
+
+    validate, forward_loss, steps = T.validate, T._forward_loss, []
+
+    def signalled(*args, **kwargs):  # Ctrl-C while the first epoch is validated
+        os.kill(os.getpid(), signal.SIGINT)
+        return validate(*args, **kwargs)
+
+    def counted(*args, **kwargs):
+        steps.append(1)
+        return forward_loss(*args, **kwargs)
+
+    monkeypatch.setattr(T, "validate", signalled)
+    monkeypatch.setattr(T, "_forward_loss", counted)
+    with pytest.raises(SystemExit) as stopped:
+        train_main(common + ["--out", str(tmp_path / "stopped")])
+    assert stopped.value.code == 128 + signal.SIGINT
+    assert len(steps) == 3  # the first epoch's, none of the second's
+    state = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 3)
+    assert len((tmp_path / "stopped" / "log.jsonl").read_text().splitlines()) == 1
+    monkeypatch.undo()
+
+    train_main(common + ["--out", str(tmp_path / "stopped"), "--resume"])
+    _assert_same_run(tmp_path / "stopped", tmp_path / "straight")
+
+
+def _two_tiny_epochs(tmp_path: Path, astronaut) -> list[str]:
+    """The options of a tiny run whose stops and resumes the tests compare: 24 train crops, 3 batches of 8 an epoch,
+    2 epochs, no augmentation, fp32."""
+    data = _tiny_dataset(tmp_path / "data", astronaut)
+    return ["--data", str(data), "--batch-size", "8", "--workers", "0", "--no-augment", "--precision", "fp32",
+            "--epochs", "2", "--seed", "0"]
+
+
+def _assert_same_run(resumed_out: Path, straight_out: Path) -> None:
+    """A stopped and resumed run of ``_two_tiny_epochs`` ended where one never stopped did: its 6 steps, its weights
+    and each epoch's training figures (the last log row of each: a resumed epoch's covers the batches before the
+    stop too)."""
+    resumed = torch.load(resumed_out / "last.pt", weights_only=True)
+    straight = torch.load(straight_out / "last.pt", weights_only=True)["model"]
     assert resumed["step"] == 6
     for key, value in straight.items():
-        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-6), key
-    def train_figures(out):  # each epoch's log row: its training loss and accuracy, over all of its batches
-        rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in row.items() if k.startswith("train_")} for row in rows]
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-6), (resumed_out, key)
 
-    expected, logged = train_figures(tmp_path / "straight"), train_figures(tmp_path / "stopped")
-    assert len(logged) == len(expected) == 2
-    for got, want in zip(logged, expected):
-        assert got == pytest.approx(want, rel=1e-5)
+    def train_figures(out):  # each epoch's last log row: its training loss and accuracy
+        rows = {row["epoch"]: row for row in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+        return {epoch: {k: v for k, v in row.items() if k.startswith("train_")} for epoch, row in rows.items()}
+
+    expected, logged = train_figures(straight_out), train_figures(resumed_out)
+    assert logged.keys() == expected.keys() == {1, 2}
+    for epoch in expected:
+        assert logged[epoch] == pytest.approx(expected[epoch], rel=1e-5), (resumed_out, epoch)
 
 
 def test_forgeries_made_on_the_fly_are_drawn_afresh_each_epoch(tmp_path):

@@ -2,8 +2,8 @@
 
 A long run on a machine lent for a while (a session's CPU, a preemptible GPU) is ended from outside: by SIGTERM, or by
 Ctrl-C. Killed mid-step, it would lose every step since its last ``--save-every`` save. Inside ``GracefulStop`` the
-first SIGTERM or SIGINT only sets a flag, which the trainer reads after each step; a second one gets the signal's usual
-effect at once (KeyboardInterrupt for Ctrl-C, the end of the process for SIGTERM).
+first SIGTERM or SIGINT only sets a flag, which the trainer reads after each step and after each epoch's validation; a
+second one gets the signal's usual effect at once (KeyboardInterrupt for Ctrl-C, the end of the process for SIGTERM).
 
 Ctrl-C in a terminal, or a kill of the process group, reaches the DataLoader workers too: they ignore both signals
 (``ignore_stop_signals``, their ``worker_init_fn``) and are shut down by the trainer once it has saved. Under torchrun,
@@ -75,7 +75,7 @@ class GracefulStop:
 
 
 def ignore_stop_signals(worker_id: int | None = None) -> None:
-    """A DataLoader ``worker_init_fn``: the worker leaves SIGTERM and SIGINT to the trainer, which ends its step and saves
-    before the workers go (a worker that took Ctrl-C would die under it)."""
+    """A DataLoader ``worker_init_fn``: the worker leaves SIGTERM and SIGINT to the trainer, which ends its step and
+    saves before the workers go (a worker that took Ctrl-C would die under it)."""
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

@@ -453,7 +453,8 @@ def with_deep_stage(model: ClassNSeg) -> ClassNSeg:
 # -- the loop --------------------------------------------------------------------------------------------------------
 def train(args, stop: GracefulStop | None = None) -> Path:
     """Run the training ``args`` describe; return ``OUT/best``. With ``stop`` (``train.stop``), a signal ends the run
-    after its step in progress: the state is saved to ``OUT/last.pt`` and ``TrainingStopped`` raised."""
+    after its step in progress, or after the epoch's validation if it came during one: the state is saved to
+    ``OUT/last.pt`` and ``TrainingStopped`` raised."""
     rank, world, device = setup_distributed()
     main_process = rank == 0
     seed_everything(args.seed + rank)
@@ -499,6 +500,14 @@ def train(args, stop: GracefulStop | None = None) -> Path:
     autocast = autocast_for(device, args.precision)
     log_fields = None
 
+    def halt(where: str):
+        """End the run for ``stop``'s signal, its state already saved in ``OUT/last.pt``."""
+        if main_process:
+            print(f"stopped {where}; --resume goes on from {args.out / 'last.pt'}", flush=True)
+        if world > 1:
+            dist.destroy_process_group()
+        raise TrainingStopped(stop.signum)
+
     for epoch in range(start_epoch, args.epochs):
         if args.max_steps and step >= args.max_steps:  # resumed from a run that had reached them
             break
@@ -538,12 +547,7 @@ def train(args, stop: GracefulStop | None = None) -> Path:
                 save_state(args.out / "last.pt", model, optimizer, scheduler, epoch, step, best, batch=done,
                            tally=_tally(sums, seen, correct, t0), schedule_steps=schedule_steps)
             if stopping:
-                if main_process:
-                    print(f"stopped after step {step} (epoch {epoch + 1}, batch {done} of {steps_per_epoch}); "
-                          f"--resume goes on from {args.out / 'last.pt'}", flush=True)
-                if world > 1:
-                    dist.destroy_process_group()
-                raise TrainingStopped(stop.signum)
+                halt(f"after step {step} (epoch {epoch + 1}, batch {done} of {steps_per_epoch})")
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                "train_acc": correct / max(seen, 1), "seconds": round(time.time() - t0, 1),
                **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
@@ -561,6 +565,8 @@ def train(args, stop: GracefulStop | None = None) -> Path:
             log_fields = _log(args.out, row, log_fields)
             print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                   + (" | best" if improved else ""), flush=True)
+        if stop is not None and stop.requested(world, device):  # it came during the validation: saved just above
+            halt(f"after epoch {epoch + 1} and its validation (step {step})")
         if args.max_steps and step >= args.max_steps:
             break
 
