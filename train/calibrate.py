@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtl.allocator import keep_freed_memory
+
 from . import metrics as M
 
 
@@ -175,6 +177,7 @@ def main(argv=None) -> int:
                    help="score each face and its mirror image and average them, fitting the calibration that way and "
                         "storing the setting in the checkpoint (default: keep the checkpoint's setting)")
     args = p.parse_args(argv)
+    keep_freed_memory()  # each batch's buffers reused by the next (mtl/allocator.py)
 
     from mtl import load_model
 

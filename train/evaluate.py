@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtl.allocator import keep_freed_memory
 from mtl.constants import FAMILIES
 
 from . import metrics as M
@@ -474,6 +475,8 @@ def main(argv=None) -> int:
     p.add_argument("--pair", action="store_true", help="the authors' two 512x256 test images (crop | mask)")
     p.add_argument("--pair-dir", type=Path, default=PAIR_DIR)
     args = p.parse_args(argv)
+    if args.data:  # batches of faces: each batch's buffers reused by the next (mtl/allocator.py)
+        keep_freed_memory()
 
     modes = sum([args.data is not None, bool(args.images), bool(args.videos), args.pair])
     if modes != 1:

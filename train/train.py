@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from mtl.allocator import keep_freed_memory
 from mtl.constants import FAMILIES
 from mtl.fastpath import cpu_has_bf16
 from mtl.losses import multitask_loss
@@ -708,6 +709,7 @@ def main(argv=None) -> None:
     if args.start_only:
         write_start(args)
         return
+    keep_freed_memory()  # a step's large buffers reused by the next, not unmapped and faulted in anew (mtl/allocator.py)
     with GracefulStop() as stop:  # SIGTERM or Ctrl-C: the step in progress ends, its state is saved, exit 143 / 130
         try:
             train(args, stop)
