@@ -96,9 +96,9 @@ def main(argv=None) -> None:
     p.add_argument("--allocator", action="store_true",
                    help="each encoder with the C allocator's defaults, then with mtl.allocator.keep_freed_memory")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.allocator:
         return compare_allocator(args)
-    torch.set_num_threads(args.threads)
     print(f"batch {args.batch}, {args.threads} threads, bf16 autocast: {cpu_has_bf16()}, "
           f"reconstruction arm: {args.reconstruction}")
     base = None
@@ -121,8 +121,8 @@ def compare_allocator(args) -> None:
         for enc in args.encoders:
             seconds, _, _, kernel = step_seconds(enc, args.batch, args.reps, args.reconstruction)
             runs[enc, setting] = seconds
-            print(f"{enc:<38} allocator {setting:<8} step {seconds * 1000:7.0f} ms  "
-                  f"{args.batch / seconds:6.1f} faces/s  {kernel['faults']:9.0f} page faults a step  kernel {kernel['system']:.0%} of CPU time"
+            print(f"{enc:<38} allocator {setting:<8} step {seconds * 1000:7.0f} ms  {args.batch / seconds:6.1f} "
+                  f"faces/s  {kernel['faults']:9.0f} page faults a step  kernel {kernel['system']:.0%} of CPU time"
                   + (f"  x{seconds / runs[enc, 'default']:.2f} the default's time" if setting == "kept" else ""),
                   flush=True)
 

@@ -1,12 +1,13 @@
 """mtl.allocator: freed large buffers are reused by the next allocation instead of being faulted in anew."""
 
-import platform
 import subprocess
 import sys
 
 import pytest
 
-# a 64 MiB buffer (as a training step's activations) filled and freed five times; the minor page faults of the last four
+from mtl import allocator
+
+# a 64 MiB buffer (a training step's activations) filled and freed five times; the minor page faults of the last four
 _LOOP = """
 import ctypes, resource, sys
 from mtl.allocator import keep_freed_memory
@@ -31,7 +32,7 @@ def _faults(setting: str) -> tuple[str, int]:
     return kept, int(faults)
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.skipif(allocator._glibc() is None, reason="glibc's malloc only")
 def test_kept_memory_is_reused_without_page_faults():
     _, default = _faults("default")
     kept, faults = _faults("kept")

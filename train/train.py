@@ -709,7 +709,7 @@ def main(argv=None) -> None:
     if args.start_only:
         write_start(args)
         return
-    keep_freed_memory()  # a step's large buffers reused by the next, not unmapped and faulted in anew (mtl/allocator.py)
+    keep_freed_memory()  # a step's large buffers reused by the next, not mapped and faulted in anew (mtl/allocator.py)
     with GracefulStop() as stop:  # SIGTERM or Ctrl-C: the step in progress ends, its state is saved, exit 143 / 130
         try:
             train(args, stop)
