@@ -65,6 +65,8 @@ def _member_pool(n: int) -> ThreadPoolExecutor | None:
         return None
     with _pool_lock:
         if _pool_size < n:
+            # the smaller pool is not shut down: a caller in another thread may hold it still and submit to it; the
+            # pool only grows, so what is left idle is bounded by the largest ensembles' sizes
             _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mtl-ensemble"), n
         return _pool
 
