@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .hub import CONFIG_NAME
-from .model import ClassNSeg, Prediction
+from .model import ClassNSeg, PlattCalibration, Prediction
 
 
 def member_names(config: dict) -> list[str] | None:
@@ -79,7 +79,7 @@ def _in_inference_mode(fn):
     return run
 
 
-class Ensemble(nn.Module):
+class Ensemble(nn.Module, PlattCalibration):
     """Members scoring together; ``predict`` returns what ``ClassNSeg.predict`` does."""
 
     def __init__(self, members: list[ClassNSeg], member_dirs: list[str] | None = None, calibration_scale: float = 1.0,
@@ -92,9 +92,7 @@ class Ensemble(nn.Module):
         self.member_dirs = list(member_dirs or [f"member-{i}" for i in range(len(members))])
         if len(self.member_dirs) != len(members) or len(set(self.member_dirs)) != len(members):
             raise ValueError("one distinct sub-directory name per member")
-        self.calibration_scale = float(calibration_scale)
-        self.calibration_bias = float(calibration_bias)
-        self.threshold = float(threshold)
+        self.set_calibration(calibration_scale, calibration_bias, threshold)
         self.name = name
         self.description = description
         # the method guess averages the heads' probabilities: all members need one, or none is used
@@ -115,14 +113,9 @@ class Ensemble(nn.Module):
                 "calibration_bias": self.calibration_bias, "threshold": self.threshold, "name": self.name,
                 "description": self.description, "method_head": self._method_head}
 
-    def set_calibration(self, scale: float, bias: float, threshold: float | None = None) -> None:
-        self.calibration_scale, self.calibration_bias = float(scale), float(bias)
-        if threshold is not None:
-            self.threshold = float(threshold)
-
     def calibrate_margin(self, margin: torch.Tensor) -> torch.Tensor:
         """p_fake from the (B,) mean of the members' log-odds."""
-        return torch.sigmoid(self.calibration_scale * margin + self.calibration_bias)
+        return torch.sigmoid(self.calibrated_log_odds(margin))
 
     # -- saving and loading ----------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory) -> None:

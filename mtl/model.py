@@ -111,8 +111,28 @@ def gate_latent(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return (latent.reshape(b, 2, c // 2, h, w) * onehot[:, :, None, None, None]).reshape(b, c, h, w)
 
 
+class PlattCalibration:
+    """The map from a detector's score to a probability, ``p_fake = sigmoid(scale * score + bias)``, and the threshold
+    on it: shared by ``ClassNSeg`` (score: the activation difference) and ``mtl.ensemble.Ensemble`` (score: the mean
+    of its members' calibrated log-odds). ``train.calibrate`` fits both the same way."""
+
+    calibration_scale: float = 1.0
+    calibration_bias: float = 0.0
+    threshold: float = 0.5
+
+    def set_calibration(self, scale: float, bias: float, threshold: float | None = None) -> None:
+        self.calibration_scale, self.calibration_bias = float(scale), float(bias)
+        if threshold is not None:
+            self.threshold = float(threshold)
+
+    def calibrated_log_odds(self, score: torch.Tensor) -> torch.Tensor:
+        """``scale * score + bias``: the calibrated log-odds of fake."""
+        return self.calibration_scale * score + self.calibration_bias
+
+
 class ClassNSeg(
     nn.Module,
+    PlattCalibration,
     PyTorchModelHubMixin,
     library_name="mtl",
     repo_url="https://arxiv.org/abs/1906.06876",
@@ -148,9 +168,7 @@ class ClassNSeg(
             raise ValueError("latent_channels must be even: the latent is split into two halves")
         self.encoder_name = encoder
         self.latent_channels = latent_channels
-        self.calibration_scale = float(calibration_scale)
-        self.calibration_bias = float(calibration_bias)
-        self.threshold = float(threshold)
+        self.set_calibration(calibration_scale, calibration_bias, threshold)
         self.name = name
         self.description = description
         # optional: the face's high-pass residuals stacked after its RGB channels before the encoder
@@ -195,11 +213,6 @@ class ClassNSeg(
             **({"deep_stage": True} if self.deep_stage else {}),
         }
 
-    def set_calibration(self, scale: float, bias: float, threshold: float | None = None) -> None:
-        self.calibration_scale, self.calibration_bias = float(scale), float(bias)
-        if threshold is not None:
-            self.threshold = float(threshold)
-
     def _save_pretrained(self, save_directory) -> None:
         """Weights as safetensors and the *current* config (the mixin would write the constructor's arguments,
         missing a calibration fitted after construction)."""
@@ -227,8 +240,7 @@ class ClassNSeg(
 
     def log_odds(self, activations: torch.Tensor) -> torch.Tensor:
         """The calibrated log-odds of fake, ``scale * (a_fake - a_real) + bias``, from the (B, 2) activations."""
-        margin = activations[:, 0] - activations[:, 1]
-        return self.calibration_scale * margin + self.calibration_bias
+        return self.calibrated_log_odds(activations[:, 0] - activations[:, 1])
 
     def calibrate(self, activations: torch.Tensor) -> torch.Tensor:
         """p_fake from the (B, 2) activations."""
