@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .hub import CONFIG_NAME
+from .constants import CONFIG_NAME
 from .model import ClassNSeg, PlattCalibration, Prediction
 
 

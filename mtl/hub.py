@@ -12,10 +12,12 @@ import os
 import re
 from pathlib import Path
 
+from .constants import CONFIG_NAME, WEIGHTS_NAME
+from .ensemble import Ensemble, member_names
+from .model import ClassNSeg
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "lite0-forge"
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
@@ -41,8 +43,6 @@ def _ensemble_members(config_path: Path) -> list | None:
         raise ModelLoadError(f"cannot read {str(config_path)!r} as JSON ({e})") from e
     if not isinstance(config, dict):
         raise ModelLoadError(f"{str(config_path)!r} does not hold a JSON object")
-    from .ensemble import member_names
-
     try:
         return member_names(config)
     except ValueError as e:
@@ -50,8 +50,6 @@ def _ensemble_members(config_path: Path) -> list | None:
 
 
 def _load_ensemble(config_path: Path, member_dir, device: str):
-    from .ensemble import Ensemble
-
     try:
         return Ensemble.from_config(json.loads(Path(config_path).read_text()), member_dir, map_location=device)
     except ValueError as e:
@@ -85,8 +83,6 @@ def load_model(spec: str | os.PathLike | None = None, device: str = "cpu"):
     ``owner/name`` / ``owner/name@revision`` (downloaded once into the Hugging Face cache; ``HF_ENDPOINT`` and
     ``HF_HUB_OFFLINE`` are honoured).
     """
-    from .model import ClassNSeg
-
     path = Path(spec) if spec is not None else DEFAULT_CHECKPOINT
     if spec is None or path.exists():
         _check_local_dir(path)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .constants import FAMILIES
+from .constants import CONFIG_NAME, FAMILIES, WEIGHTS_NAME
 from .encoders import NoiseResiduals, build_encoder, paper_init
 
 REAL, FAKE = 1, 0  # class indices, as the paper's ImageFolder assigns them
@@ -221,14 +221,14 @@ class ClassNSeg(
         from safetensors.torch import save_file
 
         weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}  # channels-last in training
-        save_file(weights, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
-        (save_directory / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        save_file(weights, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        (save_directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
                          map_location="cpu", strict=True, **model_kwargs):
         """Safetensors only (never unpickles), strict key matching so renamed weights fail loudly."""
-        from .hub import resolve_weights
+        from .hub import resolve_weights  # here, not at the top: mtl.hub imports this module
 
         from safetensors.torch import load_model
 
