@@ -37,7 +37,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from mtl.allocator import keep_freed_memory
-from mtl.constants import FAMILIES
+from mtl.constants import FAMILIES, WEIGHTS_NAME
 from mtl.fastpath import cpu_has_bf16
 from mtl.losses import multitask_loss
 from mtl.model import ClassNSeg
@@ -571,7 +571,7 @@ def train(args, stop: GracefulStop | None = None) -> Path:
         if args.max_steps and step >= args.max_steps:
             break
 
-    if main_process and (args.out / "best" / "model.safetensors").is_file():
+    if main_process and (args.out / "best" / WEIGHTS_NAME).is_file():
         _calibrate_best(args, val_loader, device, autocast)
     if world > 1:
         dist.destroy_process_group()
