@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import math
 import os
@@ -503,10 +504,12 @@ def train(args, stop: GracefulStop | None = None) -> Path:
 
     def halt(where: str):
         """End the run for ``stop``'s signal, its state already saved in ``OUT/last.pt``."""
+        nonlocal net
         if main_process:
             print(f"stopped {where}; --resume goes on from {args.out / 'last.pt'}", flush=True)
         if world > 1:
-            dist.destroy_process_group()
+            net = None
+            _leave_process_group()
         raise TrainingStopped(stop.signum)
 
     for epoch in range(start_epoch, args.epochs):
@@ -574,8 +577,21 @@ def train(args, stop: GracefulStop | None = None) -> Path:
     if main_process and (args.out / "best" / WEIGHTS_NAME).is_file():
         _calibrate_best(args, val_loader, device, autocast)
     if world > 1:
-        dist.destroy_process_group()
+        net = None
+        _leave_process_group()
     return args.out / "best"
+
+
+def _leave_process_group() -> None:
+    """All ranks leave the process group together, and its threads end now rather than at the interpreter's exit.
+
+    Once in CI a rank aborted as it exited ("terminate called without an active exception", SIGABRT): gloo's worker
+    threads were still alive while the interpreter tore down, since DDP's reducer (freed only by the garbage collector)
+    kept the group referenced after ``destroy_process_group``. So the caller drops its DDP wrapper first, the collector
+    frees it here, and every rank waits at a barrier for rank 0, which validates and calibrates alone at the end."""
+    dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def _forward_loss(net, args, x: torch.Tensor, labels: torch.Tensor, batch: dict, device, autocast):
